@@ -1,0 +1,222 @@
+"""Interactions: the user x item CSR matrix every model, metric and job works on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from recsys.data.idmap import IdMap
+from recsys.errors import DataError
+
+log = logging.getLogger("recsys")
+
+Duplicates = Literal["sum", "max"]
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Immutable users x items feedback.
+
+    matrix: CSR float32 weights (counts, or ratings used as weights); rows are users.
+    levels: optional CSR int8 ordinal feedback level (1..L) on the same pattern as `matrix`.
+    timestamps: optional CSR float64 time of the latest event, same pattern as `matrix`.
+    meta: provenance (source, rules applied, rows dropped and why).
+    """
+
+    matrix: sp.csr_matrix
+    user_map: IdMap
+    item_map: IdMap
+    levels: sp.csr_matrix | None = None
+    timestamps: sp.csr_matrix | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (len(self.user_map), len(self.item_map))
+        if self.matrix.shape != shape:
+            raise DataError(f"matrix shape {self.matrix.shape} does not match id maps {shape}")
+        for name in ("levels", "timestamps"):
+            other = getattr(self, name)
+            if other is not None and (other.nnz != self.matrix.nnz or other.shape != shape):
+                raise DataError(f"{name} must have the same sparsity pattern as the matrix")
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        rating_col: str | None = None,
+        time_col: str | None = None,
+        level_col: str | None = None,
+        min_rating: float | None = None,
+        duplicates: Duplicates = "sum",
+        user_map: IdMap | None = None,
+        item_map: IdMap | None = None,
+        source: str = "frame",
+    ) -> Interactions:
+        """Build from an event log, one row per event.
+
+        Weight rule: each row weighs its rating when `rating_col` is given, else 1. With
+        `min_rating`, rows rated below it are dropped and the rest weigh 1 (implicit positives).
+        Repeated (user, item) rows combine by `duplicates`: "sum" (event counts) or "max";
+        levels and timestamps always take the max (highest level reached, latest event).
+        With given id maps (e.g. a test file mapped onto a model's training ids), rows whose
+        user or item is not in them are dropped and counted in `meta`.
+        """
+        from recsys.data.io import validate_frame
+
+        frame = validate_frame(frame, source, user_col, item_col, rating_col, time_col, level_col)
+        meta: dict = {"source": source, "rows": len(frame), "duplicates": duplicates}
+        if duplicates not in ("sum", "max"):
+            raise DataError(f"duplicates must be 'sum' or 'max', got {duplicates!r}")
+
+        if rating_col is not None and min_rating is not None:
+            keep = frame[rating_col].to_numpy() >= min_rating
+            meta.update(min_rating=min_rating, dropped_below_min_rating=int((~keep).sum()))
+            if (~keep).any():
+                log.info("%s: %d rows rated below %s dropped", source, (~keep).sum(), min_rating)
+            frame = frame.loc[keep]
+            weights = np.ones(len(frame), dtype=np.float32)
+        elif rating_col is not None:
+            weights = frame[rating_col].to_numpy(dtype=np.float32)
+        else:
+            weights = np.ones(len(frame), dtype=np.float32)
+
+        user_map = user_map or IdMap.from_values(frame[user_col])
+        item_map = item_map or IdMap.from_values(frame[item_col])
+        users = user_map.index_of(frame[user_col])
+        items = item_map.index_of(frame[item_col])
+        known = (users >= 0) & (items >= 0)
+        if not known.all():
+            meta.update(
+                dropped_unknown_user_rows=int((users < 0).sum()),
+                dropped_unknown_item_rows=int(((users >= 0) & (items < 0)).sum()),
+                dropped_unknown_users=int(pd.unique(frame[user_col].to_numpy()[users < 0]).size),
+            )
+            log.info(
+                "%s: %d rows with users and %d with items unknown to the id map dropped",
+                source, meta["dropped_unknown_user_rows"], meta["dropped_unknown_item_rows"],
+            )
+        users, items, weights = users[known], items[known], weights[known]
+        shape = (len(user_map), len(item_map))
+
+        def build(values: np.ndarray, how: Duplicates, dtype) -> sp.csr_matrix:
+            return _aggregate(users, items, values, shape, how).astype(dtype)
+
+        matrix = build(weights, duplicates, np.float32)
+        meta["pairs"] = int(matrix.nnz)
+        meta["duplicate_rows_combined"] = int(known.sum() - matrix.nnz)
+        levels = timestamps = None
+        if level_col is not None:
+            lv = frame[level_col].to_numpy()[known]
+            levels = build(lv.astype(np.float64), "max", np.int8)
+        if time_col is not None:
+            ts = frame[time_col].to_numpy()[known].astype(np.float64)
+            timestamps = build(ts, "max", np.float64)
+        return cls(matrix, user_map, item_map, levels, timestamps, meta)
+
+    def with_pairs(self, rows: np.ndarray, cols: np.ndarray, keep: np.ndarray, **meta) -> Interactions:
+        """A copy holding only the stored entries selected by boolean `keep` (COO order)."""
+        coo_data = [self.matrix.data, *(m.data for m in (self.levels, self.timestamps) if m is not None)]
+        r, c = rows[keep], cols[keep]
+        shape = self.matrix.shape
+        mats = [sp.csr_matrix((d[keep], (r, c)), shape=shape) for d in coo_data]
+        for m in mats:
+            m.sort_indices()
+        levels = mats[1] if self.levels is not None else None
+        timestamps = mats[-1] if self.timestamps is not None else None
+        return Interactions(mats[0], self.user_map, self.item_map, levels, timestamps,
+                            {**self.meta, **meta})
+
+    def subset(self, users: np.ndarray | None = None, items: np.ndarray | None = None) -> Interactions:
+        """Restrict to the given user and item indices, re-indexing the id maps."""
+        users = np.arange(self.n_users) if users is None else np.asarray(users)
+        items = np.arange(self.n_items) if items is None else np.asarray(items)
+
+        def cut(m: sp.csr_matrix | None) -> sp.csr_matrix | None:
+            return None if m is None else m[users][:, items].tocsr()
+
+        umap = IdMap(self.user_map.to_ids(users))
+        imap = IdMap(self.item_map.to_ids(items))
+        return Interactions(cut(self.matrix), umap, imap, cut(self.levels), cut(self.timestamps),
+                            dict(self.meta))
+
+    # ---- views ---------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def nnz(self) -> int:
+        return self.matrix.nnz
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Number of users who interacted with each item (aligned to item indices)."""
+        return np.bincount(self.matrix.indices, minlength=self.n_items).astype(np.int64)
+
+    @cached_property
+    def user_degree(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr).astype(np.int64)
+
+    @cached_property
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user, item) index arrays of all stored pairs, in CSR order."""
+        rows = np.repeat(np.arange(self.n_users, dtype=np.int64), self.user_degree)
+        return rows, self.matrix.indices.astype(np.int64)
+
+    @cached_property
+    def edge_index(self) -> torch.Tensor:
+        """Bipartite edge_index for torch-geometric: items are offset by n_users."""
+        rows, cols = self.coo
+        u = torch.from_numpy(rows)
+        i = torch.from_numpy(cols) + self.n_users
+        return torch.stack([torch.cat([u, i]), torch.cat([i, u])])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per stored pair with external ids: user_id, item_id, rating[, timestamp][, level]."""
+        rows, cols = self.coo
+        out = {
+            "user_id": self.user_map.to_ids(rows),
+            "item_id": self.item_map.to_ids(cols),
+            "rating": self.matrix.data.astype(np.float32),
+        }
+        if self.timestamps is not None:
+            out["timestamp"] = self.timestamps.data
+        if self.levels is not None:
+            out["level"] = self.levels.data.astype(np.int8)
+        return pd.DataFrame(out)
+
+    def __repr__(self) -> str:
+        extras = [n for n in ("levels", "timestamps") if getattr(self, n) is not None]
+        return (f"Interactions(users={self.n_users}, items={self.n_items}, pairs={self.nnz}"
+                + (f", with {'+'.join(extras)}" if extras else "") + ")")
+
+
+def _aggregate(rows, cols, values, shape, how: Duplicates) -> sp.csr_matrix:
+    """CSR from COO with repeated (row, col) pairs combined by sum or max."""
+    if how == "sum":
+        m = sp.csr_matrix((values, (rows, cols)), shape=shape, dtype=np.float64)
+        m.sum_duplicates()
+        return m
+    key = rows.astype(np.int64) * shape[1] + cols
+    order = np.lexsort((values, key))  # within a key, the max comes last
+    key, values = key[order], values[order]
+    last = np.r_[key[1:] != key[:-1], True] if len(key) else np.zeros(0, bool)
+    key, values = key[last], values[last]
+    m = sp.csr_matrix((values, (key // shape[1], key % shape[1])), shape=shape, dtype=np.float64)
+    m.sort_indices()
+    return m

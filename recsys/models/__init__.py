@@ -1,0 +1,20 @@
+"""Models behind one Recommender protocol, looked up by name in a registry."""
+
+from recsys.models.base import (
+    BaseRecommender,
+    Recommender,
+    create_model,
+    get_model_class,
+    load_model,
+    model_names,
+    register,
+)
+from recsys.models.factor import FactorModel
+from recsys.models.implicit_models import ALS, BPR
+from recsys.models.mf import MF
+from recsys.models.pop import Popularity
+
+__all__ = [
+    "ALS", "BPR", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
+    "create_model", "get_model_class", "load_model", "model_names", "register",
+]

@@ -1,0 +1,87 @@
+"""ALS and BPR baselines from the `implicit` library, behind the Recommender protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.data.interactions import Interactions
+from recsys.models.base import register
+from recsys.models.factor import FactorModel
+
+
+def _use_gpu(device: str) -> bool:
+    import implicit.gpu
+
+    if device == "cuda" and not implicit.gpu.HAS_CUDA:
+        from recsys.errors import RecsysError
+
+        raise RecsysError("device='cuda' but this implicit build has no CUDA support")
+    return device in ("auto", "cuda") and implicit.gpu.HAS_CUDA
+
+
+def _fit_implicit(model, wrapper: FactorModel, matrix: sp.csr_matrix, progress: bool) -> None:
+    model.fit(matrix, show_progress=progress)
+    if hasattr(model, "to_cpu"):  # GPU models keep factors on the device
+        model = model.to_cpu()
+    wrapper._set_factors(model.user_factors, model.item_factors)
+
+
+@register("als")
+class ALS(FactorModel):
+    """Implicit ALS (Hu, Koren & Volinsky 2008): confidence 1 + alpha * weight, conjugate gradient.
+
+    Uses implicit's GPU solver when the device is 'auto' or 'cuda' and CUDA is available.
+    """
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 2.0,
+                 iterations: int = 15, seed: int = 0, device: str = "auto",
+                 progress: bool = True) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def fit(self, train: Interactions, *, valid: Interactions | None = None,
+            callbacks: Iterable = ()) -> ALS:
+        import implicit.als
+
+        self._start_fit(train)
+        model = implicit.als.AlternatingLeastSquares(
+            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+            iterations=self.iterations, random_state=self.seed, use_gpu=_use_gpu(self.device))
+        _fit_implicit(model, self, train.matrix.astype(np.float32), self.progress)
+        return self
+
+
+@register("bpr")
+class BPR(FactorModel):
+    """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias."""
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.05,
+                 regularization: float = 0.01, iterations: int = 100, seed: int = 0,
+                 device: str = "auto", progress: bool = True) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def fit(self, train: Interactions, *, valid: Interactions | None = None,
+            callbacks: Iterable = ()) -> BPR:
+        import implicit.bpr
+
+        self._start_fit(train)
+        model = implicit.bpr.BayesianPersonalizedRanking(
+            factors=self.factors, learning_rate=self.learning_rate,
+            regularization=self.regularization, iterations=self.iterations,
+            random_state=self.seed, use_gpu=_use_gpu(self.device))
+        _fit_implicit(model, self, train.matrix.astype(np.float32), self.progress)
+        return self
