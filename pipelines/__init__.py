@@ -1,0 +1,1 @@
+"""Jobs on top of the recsys library: the `recsys` command line and batch recommendation."""
