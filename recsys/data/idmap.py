@@ -71,19 +71,18 @@ class IdMap:
     def __repr__(self) -> str:
         return f"IdMap(n={len(self)}, dtype={'int' if self.is_integer else 'str'})"
 
-    def _coerce(self, values: Iterable) -> np.ndarray:
-        ids = normalize_ids(values)
-        if self.is_integer and ids.dtype == object:
-            return ids  # strings never match integer ids; get_indexer gives -1
-        if not self.is_integer and ids.dtype != object:
-            return ids.astype(str).astype(object)
-        return ids
-
     def index_of(self, values: Iterable) -> np.ndarray:
         """Indices of `values`; -1 where an id is not in the map."""
-        ids = self._coerce(values)
+        ids = normalize_ids(values)
         if self.is_integer and ids.dtype == object:
-            return np.full(len(ids), -1, dtype=np.int64)
+            # text ids against an integer map: only canonical integers can match
+            text = pd.Series(ids, dtype=str)
+            ok = text.str.fullmatch(_CANONICAL_INT.pattern).to_numpy()
+            out = np.full(len(ids), -1, dtype=np.int64)
+            out[ok] = self._index.get_indexer(text[ok].astype(np.int64).to_numpy())
+            return out
+        if not self.is_integer and ids.dtype != object:
+            ids = ids.astype(str).astype(object)
         return self._index.get_indexer(ids).astype(np.int64)
 
     def to_ids(self, indices: np.ndarray) -> np.ndarray:

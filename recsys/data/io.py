@@ -63,14 +63,14 @@ def validate_frame(frame, source, user_col, item_col, rating_col, time_col, leve
         if col == time_col and pd.to_numeric(values, errors="coerce").isna().any():
             parsed = pd.to_datetime(values, errors="coerce", utc=True)
             _raise_first_bad(parsed.isna().to_numpy(), values, col, source, "a time")
-            frame[col] = parsed.astype("int64") / 1e9
+            frame[col] = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
             continue
         numeric = pd.to_numeric(values, errors="coerce")
         _raise_first_bad(numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(float)),
                          values, col, source, "a finite number")
         if col == level_col and ((numeric < 1) | (numeric > 127) | (numeric % 1 != 0)).any():
             row = int(np.argmax(((numeric < 1) | (numeric > 127) | (numeric % 1 != 0)).to_numpy()))
-            raise DataError(f"{source}: column {col!r} row {row}: level {values.iloc[row]!r} "
+            raise DataError(f"{source}: column {col!r} row {row}: level {_show(values.iloc[row])} "
                             "is not an integer in 1..127")
         frame[col] = numeric
     return frame
@@ -79,7 +79,12 @@ def validate_frame(frame, source, user_col, item_col, rating_col, time_col, leve
 def _raise_first_bad(bad: np.ndarray, values: pd.Series, col: str, source: str, what: str) -> None:
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataError(f"{source}: column {col!r} row {row}: {values.iloc[row]!r} is not {what}")
+        raise DataError(f"{source}: column {col!r} row {row}: {_show(values.iloc[row])} is not {what}")
+
+
+def _show(value) -> str:
+    """A value as the user wrote it: strings quoted, numbers plain (no numpy type names)."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 # ---- MovieLens and RecBole ---------------------------------------------------------------

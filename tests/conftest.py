@@ -1,0 +1,26 @@
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from recsys.data import Interactions  # noqa: E402
+from recsys.data.synthetic import synthetic_log  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_log() -> pd.DataFrame:
+    """A structured synthetic log: 400 users, 150 items, ~8000 pairs, string ids."""
+    return synthetic_log(400, 150, 8000, string_ids=True, seed=3)
+
+
+@pytest.fixture(scope="session")
+def small_data(small_log) -> Interactions:
+    return Interactions.from_frame(small_log, time_col="timestamp")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
