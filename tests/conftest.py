@@ -13,7 +13,7 @@ from recsys.data.synthetic import synthetic_log  # noqa: E402
 @pytest.fixture(scope="session")
 def small_log() -> pd.DataFrame:
     """A structured synthetic log: 400 users, 150 items, ~8000 pairs, string ids."""
-    return synthetic_log(400, 150, 8000, string_ids=True, seed=3)
+    return synthetic_log(400, 150, 8000, affinity=3.0, string_ids=True, seed=3)
 
 
 @pytest.fixture(scope="session")

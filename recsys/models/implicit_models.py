@@ -63,7 +63,7 @@ class ALS(FactorModel):
 class BPR(FactorModel):
     """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias."""
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05,
+    def __init__(self, factors: int = 64, learning_rate: float = 0.01,
                  regularization: float = 0.01, iterations: int = 100, seed: int = 0,
                  device: str = "auto", progress: bool = True) -> None:
         self.factors = factors

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from recsys import create_model, load_model, model_names
+from recsys.data import random_split
+from recsys.data.sampling import PairSampler
+from recsys.errors import RecsysError
+from recsys.evaluate import evaluate
+from recsys.models import BaseRecommender, Recommender
+
+FAST = {
+    "pop": {},
+    "als": {"factors": 16, "iterations": 5, "progress": False},
+    "bpr": {"factors": 16, "progress": False},
+    "mf": {"factors": 16, "epochs": 15, "progress": False, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def split_data(small_data):
+    return random_split(small_data, test_frac=0.2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(split_data):
+    return {name: create_model(name, **params).fit(split_data.train) for name, params in FAST.items()}
+
+
+def test_registry_lists_the_baselines():
+    assert {"pop", "als", "bpr", "mf"} <= set(model_names())
+    with pytest.raises(RecsysError, match="unknown model 'nope'; known models: .*mf"):
+        create_model("nope")
+    with pytest.raises(RecsysError, match="no parameter.*colour"):
+        create_model("mf", colour=3)
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_protocol_params_and_save_load_give_identical_scores(name, fitted, tmp_path, split_data):
+    model = fitted[name]
+    assert isinstance(model, Recommender)
+    assert type(model)(**model.get_params()).get_params() == model.get_params()
+    model.save(tmp_path / name)
+    loaded = load_model(tmp_path / name)
+    users = np.arange(split_data.train.n_users)
+    assert torch.equal(model.score(users).cpu(), loaded.score(users))
+    assert loaded.user_map_ == split_data.train.user_map
+    assert loaded.get_params() == model.get_params()
+
+
+def test_no_pickle_in_saved_model(fitted, tmp_path):
+    fitted["mf"].save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json", "items.json", "users.json", "weights.safetensors"]
+
+
+def test_pop_scores_are_user_counts(fitted, split_data):
+    scores = fitted["pop"].score(np.array([0, 1]))
+    assert torch.equal(scores[0], torch.tensor(split_data.train.item_popularity, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("name", ["als", "bpr", "mf"])
+def test_personalised_models_beat_popularity(name, fitted, split_data):
+    train, test = split_data
+    pop = evaluate(fitted["pop"], test, train=train, k=10)["ndcg@10"]
+    assert evaluate(fitted[name], test, train=train, k=10)["ndcg@10"] > pop
+
+
+def test_recommend_excludes_training_items_and_respects_candidates(fitted, split_data):
+    train = split_data.train
+    users = np.arange(20)
+    items, scores = fitted["mf"].recommend(users, 10, exclude=train)
+    assert items.shape == (20, 10) and np.all(np.diff(scores, axis=1) <= 0)
+    for u in users:
+        assert not set(items[u]) & set(train.matrix[u].indices)
+    cands = np.array([3, 7, 11])
+    items, _ = fitted["mf"].recommend(users, 2, items=cands)
+    assert set(items.ravel()) <= set(cands.tolist())
+    with pytest.raises(RecsysError, match="k must be positive"):
+        fitted["mf"].recommend(users, 0)
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(RecsysError, match="not fitted"):
+        create_model("mf").score(np.array([0]))
+
+
+def test_mf_early_stopping_records_the_best_epoch(split_data):
+    model = create_model("mf", factors=8, epochs=30, patience=2, progress=False, lr=0.05,
+                         device="cpu").fit(split_data.train)
+    info = model.fit_info_
+    assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 30
+    assert info["epochs_run"] - info["best_epoch"] <= 2 or info["epochs_run"] == 30
+
+
+def test_mf_is_deterministic_by_seed(split_data):
+    a, b = (create_model("mf", **FAST["mf"]).fit(split_data.train) for _ in range(2))
+    assert torch.equal(a.item_factors(), b.item_factors())
+
+
+def test_mf_callbacks_receive_each_epoch(split_data):
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, epoch, logs):
+            seen.append((epoch, logs))
+
+    create_model("mf", factors=8, epochs=3, valid_frac=0.0, progress=False).fit(
+        split_data.train, callbacks=[Recorder()])
+    assert [e for e, _ in seen] == [1, 2, 3] and all("loss" in logs for _, logs in seen)
+
+
+def test_pair_sampler_covers_positives_and_avoids_them_as_negatives(small_data):
+    sampler = PairSampler(small_data, 512, seed=0)
+    users, pos, neg = (torch.cat(t) for t in zip(*sampler, strict=True))
+    assert len(users) == small_data.nnz
+    keys = set((users * small_data.n_items + pos).tolist())
+    assert len(keys) == small_data.nnz  # every positive exactly once
+    assert sampler.is_positive(users, pos).all()
+    assert sampler.is_positive(users, neg).float().mean() < 0.01
+
+
+def test_subclass_contract_is_the_base_class():
+    assert all(issubclass(type(create_model(n)), BaseRecommender) for n in FAST)
