@@ -18,6 +18,10 @@ def workdir(tmp_path_factory, small_log):
     return d
 
 
+def pair_set(frame: pd.DataFrame) -> set:
+    return set(zip(frame.user_id, frame.item_id, strict=True))
+
+
 def run(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -38,7 +42,7 @@ def test_prepare_writes_split_files_with_external_ids(prepared):
     assert train["user_id"].str.startswith("u").all() and test["item_id"].str.startswith("i").all()
     meta = json.loads((prepared / "meta.json").read_text())
     assert meta["train_pairs"] == len(train) and meta["test_pairs"] == len(test)
-    assert not set(zip(train.user_id, train.item_id)) & set(zip(test.user_id, test.item_id))
+    assert not pair_set(train) & pair_set(test)
 
 
 def test_min_rating_threshold_keeps_only_positives(workdir, capsys):
@@ -72,7 +76,7 @@ def test_train_evaluate_recommend_end_to_end(model, prepared, tmp_path, capsys):
     assert list(recs.columns) == ["user_id", "item_id", "score", "rank"]
     assert recs.groupby("user_id").size().max() == 7 and recs["rank"].min() == 1
     assert recs["user_id"].nunique() == train["user_id"].nunique()
-    assert not set(zip(recs.user_id, recs.item_id)) & set(zip(train.user_id, train.item_id))
+    assert not pair_set(recs) & pair_set(train)
     ordered = recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)
     assert ordered.all()
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recsys.data.interactions import Interactions
 from recsys.models.base import register
@@ -22,8 +23,11 @@ def _use_gpu(device: str) -> bool:
     return device in ("auto", "cuda") and implicit.gpu.HAS_CUDA
 
 
-def _fit_implicit(model, wrapper: FactorModel, matrix: sp.csr_matrix, progress: bool) -> None:
-    model.fit(matrix, show_progress=progress)
+def _fit_implicit(build, wrapper: FactorModel, matrix: sp.csr_matrix, progress: bool) -> None:
+    # implicit parallelises itself; a multi-threaded BLAS underneath it oversubscribes the cores
+    with threadpool_limits(1, "blas"):
+        model = build()
+        model.fit(matrix, show_progress=progress)
     if hasattr(model, "to_cpu"):  # GPU models keep factors on the device
         model = model.to_cpu()
     wrapper._set_factors(model.user_factors, model.item_factors)
@@ -52,10 +56,10 @@ class ALS(FactorModel):
         import implicit.als
 
         self._start_fit(train)
-        model = implicit.als.AlternatingLeastSquares(
+        _fit_implicit(lambda: implicit.als.AlternatingLeastSquares(
             factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-            iterations=self.iterations, random_state=self.seed, use_gpu=_use_gpu(self.device))
-        _fit_implicit(model, self, train.matrix.astype(np.float32), self.progress)
+            iterations=self.iterations, random_state=self.seed, use_gpu=_use_gpu(self.device)),
+            self, train.matrix.astype(np.float32), self.progress)
         return self
 
 
@@ -79,9 +83,9 @@ class BPR(FactorModel):
         import implicit.bpr
 
         self._start_fit(train)
-        model = implicit.bpr.BayesianPersonalizedRanking(
+        _fit_implicit(lambda: implicit.bpr.BayesianPersonalizedRanking(
             factors=self.factors, learning_rate=self.learning_rate,
             regularization=self.regularization, iterations=self.iterations,
-            random_state=self.seed, use_gpu=_use_gpu(self.device))
-        _fit_implicit(model, self, train.matrix.astype(np.float32), self.progress)
+            random_state=self.seed, use_gpu=_use_gpu(self.device)),
+            self, train.matrix.astype(np.float32), self.progress)
         return self

@@ -20,6 +20,12 @@ from recsys.train import resolve_device, train_loop
 LOSSES = ("bpr",)
 
 
+def auto_batch_size(n_pairs: int, steps: int = 64, low: int = 128, high: int = 4096) -> int:
+    """The power of two nearest below n_pairs / steps, clipped to [low, high]."""
+    target = max(n_pairs // steps, 1)
+    return int(min(high, max(low, 1 << (target.bit_length() - 1))))
+
+
 class Embeddings(nn.Module):
     """User and item embedding tables; a score is their dot product."""
 
@@ -35,13 +41,16 @@ class Embeddings(nn.Module):
 class MF(FactorModel):
     """MF with BPR loss, Adam, uniform negatives and early stopping on held-out NDCG.
 
+    `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096), so small
+    and large data sets both train well with the same defaults.
+
     Without a `valid` set, `valid_frac` of each user's training items is held out to pick the
     number of epochs; with `refit`, the model is then retrained on all training data for
     that many epochs, so no data is lost to validation.
     """
 
     def __init__(self, factors: int = 64, loss: str = "bpr", epochs: int = 200,
-                 batch_size: int = 1024, lr: float = 0.005, reg: float = 1e-4,
+                 batch_size: int = 0, lr: float = 0.002, reg: float = 0.03,
                  patience: int = 10, valid_frac: float = 0.1, refit: bool = True,
                  valid_metric: str = "ndcg@20", seed: int = 0, device: str = "auto",
                  progress: bool = True) -> None:
@@ -81,7 +90,8 @@ class MF(FactorModel):
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
         module = Embeddings(train.n_users, train.n_items, self.factors).to(device)
-        sampler = PairSampler(train, self.batch_size, seed=self.seed, device=device)
+        sampler = PairSampler(train, self.batch_size or auto_batch_size(train.nnz), seed=self.seed,
+                              device=device)
 
         def loss_fn(users, pos, neg):
             u, i, j = module.users(users), module.items(pos), module.items(neg)
