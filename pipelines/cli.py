@@ -95,6 +95,10 @@ def _convert(key: str, raw: str, default: Any) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    for flag in ("item_features", "user_features", "item_text"):
+        if getattr(args, flag):
+            raise RecsysError(f"--{flag.replace('_', '-')}: model {args.model!r} uses no side "
+                              "information")
     params = parse_params(args.model, args.param)
     model = create_model(args.model, **params)
     train = read_interactions(args.train)
@@ -207,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="model parameter, repeatable (see `recsys models`)")
     tr.add_argument("--out", required=True, help="model folder to write")
+    tr.add_argument("--item-features", help="item_id + feature columns ('|' separates values), "
+                    "for models that use side information")
+    tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")
+    tr.add_argument("--item-text", help="item_id,text file, for models that use item text")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="full-ranking metrics of a model on a test file")

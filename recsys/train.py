@@ -60,14 +60,14 @@ def train_loop(
     best_state = None
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
-        start, total, n = time.perf_counter(), torch.zeros(()), 0
+        start, total, n = time.perf_counter(), 0.0, 0
         module.train()
         for batch in batches():
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(*batch)
             loss.backward()
             optimizer.step()
-            total, n = total + loss.detach().cpu(), n + 1
+            total, n = total + loss.detach(), n + 1  # stays on the device: no sync per step
         logs = {"loss": float(total) / max(n, 1), "seconds": time.perf_counter() - start}
         if not torch.isfinite(torch.tensor(logs["loss"])):
             raise RecsysError(f"{desc}: loss became {logs['loss']} at epoch {epoch}; "

@@ -38,11 +38,8 @@ class PairSampler:
 
     def negatives(self, users: torch.Tensor) -> torch.Tensor:
         neg = self._draw(len(users))
-        for _ in range(self.redraws):
-            bad = self.is_positive(users, neg)
-            if not bad.any():
-                break
-            neg[bad] = self._draw(int(bad.sum()))
+        for _ in range(self.redraws):  # no data-dependent branch: no host sync on a GPU
+            neg = torch.where(self.is_positive(users, neg), self._draw(len(users)), neg)
         return neg
 
     def _draw(self, n: int) -> torch.Tensor:

@@ -59,18 +59,21 @@ def evaluate(
     k: int | str | Iterable[int] = (10, 20),
     metrics: Mapping = RANKING_METRICS,
     head_frac: float = 0.2,
+    users: np.ndarray | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Full-ranking metrics averaged over test users with at least one test item.
 
     `train` (same id maps as `test`) supplies the items to exclude and the popularity used
     for coverage, average popularity and the head/tail slices (head = the `head_frac` most
-    popular items). Users without test items are skipped and counted in `users_skipped`.
+    popular items). Users without test items are skipped and counted in `users_skipped`;
+    `users` restricts the evaluation to those user indices (e.g. a sample, for speed).
     """
     ks = parse_ks(k)
     if train is not None and train.matrix.shape != test.matrix.shape:
         raise RecsysError(f"train {train.matrix.shape} and test {test.matrix.shape} use different id maps")
-    users = np.flatnonzero(test.user_degree > 0)
+    candidates = np.arange(test.n_users) if users is None else np.unique(np.asarray(users))
+    users = candidates[test.user_degree[candidates] > 0]
     if len(users) == 0:
         raise RecsysError("no test user has a test item known to the model: nothing to evaluate")
     n_items, kmax = test.n_items, max(ks)
@@ -85,6 +88,8 @@ def evaluate(
     counts = dict.fromkeys(groups, 0)
     recommended = {kk: torch.zeros(n_items, dtype=torch.bool) for kk in ks}
     slice_metrics = {n: metrics[n] for n in SLICE_METRICS if n in metrics}
+    slice_matrix = torch.stack(list(slices.values()), 1).numpy().astype(np.float32)
+    test_keys = _pair_keys(test.matrix)
     batch = max(1, SCORE_BUDGET // max(n_items, 1))
     starts = range(0, len(users), batch)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
@@ -98,14 +103,19 @@ def evaluate(
             pad = kmax - items.shape[1]
             items = torch.cat([items, torch.zeros(len(items), pad, dtype=items.dtype)], 1)
             valid = torch.cat([valid, torch.zeros(len(items), pad, dtype=torch.bool)], 1)
-        relevant = torch.from_numpy(test.matrix[batch_users].toarray() != 0)
+        user_t = torch.from_numpy(batch_users)
+        hits = _contains(test_keys, user_t[:, None] * n_items + items) & valid
+        n_rel = torch.from_numpy(test.user_degree[batch_users])
         counts["all"] += len(batch_users)
-        _accumulate(sums["all"], relevant, items, valid, ks, metrics)
-        for name, in_slice in slices.items():
-            rel = relevant & in_slice
-            keep = rel.any(1)
+        _accumulate(sums["all"], hits, n_rel, ks, metrics)
+        pattern = test.matrix[batch_users]
+        pattern.data = np.ones_like(pattern.data)  # stored pairs count, whatever their weight
+        per_slice = torch.from_numpy(pattern @ slice_matrix).long()
+        for col, (name, in_slice) in enumerate(slices.items()):
+            keep = per_slice[:, col] > 0
             counts[name] += int(keep.sum())
-            _accumulate(sums[name], rel[keep], items[keep], valid[keep], ks, slice_metrics)
+            slice_hits = hits[keep] & in_slice[items[keep]]
+            _accumulate(sums[name], slice_hits, per_slice[keep, col], ks, slice_metrics)
         for kk in ks:
             top, ok = items[:, :kk], valid[:, :kk]
             recommended[kk][top[ok]] = True
@@ -120,7 +130,7 @@ def evaluate(
     for kk in ks:
         result[f"coverage@{kk}"] = float(recommended[kk].sum()) / n_items
     result["users"] = counts["all"]
-    result["users_skipped"] = int(test.n_users - len(users))
+    result["users_skipped"] = int(len(candidates) - len(users))
     return result
 
 
@@ -128,11 +138,25 @@ def _add(sums: dict, key: str, value) -> None:
     sums[key] = sums.get(key, 0.0) + float(value)
 
 
-def _accumulate(sums, relevant, items, valid, ks, metrics) -> None:
-    if len(relevant) == 0:
+def _pair_keys(matrix: sp.csr_matrix) -> torch.Tensor:
+    """Sorted keys user * n_items + item of the stored pairs (CSR order is already sorted)."""
+    m = matrix.copy()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+    return torch.from_numpy(rows * m.shape[1] + m.indices)
+
+
+def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Membership of `keys` in `sorted_keys` by binary search: no dense users x items matrix."""
+    if len(sorted_keys) == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
+def _accumulate(sums, hits, n_rel, ks, metrics) -> None:
+    if len(hits) == 0:
         return
-    hits = relevant.gather(1, items) & valid
-    n_rel = relevant.sum(1)
     for kk in ks:
         for name, fn in metrics.items():
             _add(sums, f"{name}@{kk}", fn(hits[:, :kk], n_rel).sum())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,6 +13,7 @@ from recsys.data.sampling import PairSampler
 from recsys.data.split import holdout
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate
+from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.losses import bpr_loss
 from recsys.models.base import register
 from recsys.models.factor import FactorModel
@@ -52,7 +54,8 @@ class MF(FactorModel):
     def __init__(self, factors: int = 64, loss: str = "bpr", epochs: int = 200,
                  batch_size: int = 0, lr: float = 0.002, reg: float = 0.03,
                  patience: int = 10, valid_frac: float = 0.1, refit: bool = True,
-                 valid_metric: str = "ndcg@20", seed: int = 0, device: str = "auto",
+                 valid_metric: str = "ndcg@20", valid_users: int = 10000, seed: int = 0,
+                 device: str = "auto",
                  progress: bool = True) -> None:
         self.factors = factors
         self.loss = loss
@@ -64,6 +67,7 @@ class MF(FactorModel):
         self.valid_frac = valid_frac
         self.refit = refit
         self.valid_metric = valid_metric
+        self.valid_users = valid_users
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -72,6 +76,10 @@ class MF(FactorModel):
             callbacks: Iterable = ()) -> MF:
         if self.loss not in LOSSES:
             raise RecsysError(f"mf: unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        name, _, k = self.valid_metric.partition("@")
+        if name not in RANKING_METRICS or not k.isdigit() or int(k) <= 0:
+            raise RecsysError(f"mf: valid_metric {self.valid_metric!r} is not METRIC@K with METRIC in "
+                              f"{', '.join(RANKING_METRICS)}")
         self._start_fit(train)
         callbacks = list(callbacks)
         fit_part, carved = train, False
@@ -99,9 +107,17 @@ class MF(FactorModel):
             l2 = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / (2 * len(users))
             return bpr_loss(pos_s, neg_s) + self.reg * l2
 
+        valid_sample = None
+        if valid is not None:
+            with_items = np.flatnonzero(valid.user_degree > 0)
+            rng = np.random.default_rng(self.seed)
+            valid_sample = np.sort(rng.choice(with_items, min(len(with_items), self.valid_users),
+                                              replace=False))
+
         def validate() -> float:
             self._set_factors(module.users.weight.detach(), module.items.weight.detach())
-            metrics = evaluate(self, valid, train=train, k=int(self.valid_metric.split("@")[1]))
+            metrics = evaluate(self, valid, train=train, k=int(self.valid_metric.split("@")[1]),
+                               users=valid_sample)
             return metrics[self.valid_metric]
 
         result = train_loop(module, lambda: sampler, loss_fn, epochs=epochs, lr=self.lr,
