@@ -18,7 +18,7 @@ from recsys.data.io import read_events, read_table
 from recsys.data.split import split
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate, parse_ks
-from recsys.models.base import create_model, get_model_class, load_model, model_names
+from recsys.models.base import create_model, get_model_class, load_model, model_names, preset_params
 
 log = logging.getLogger("recsys")
 
@@ -80,6 +80,15 @@ def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
 
 
 def _convert(key: str, raw: str, default: Any) -> Any:
+    if default is None:  # optional parameter: a number, none, or text
+        if raw.lower() in ("none", "null"):
+            return None
+        for kind in (int, float):
+            try:
+                return kind(raw)
+            except ValueError:
+                pass
+        return raw
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -99,8 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if getattr(args, flag):
             raise RecsysError(f"--{flag.replace('_', '-')}: model {args.model!r} uses no side "
                               "information")
-    params = parse_params(args.model, args.param)
-    model = create_model(args.model, **params)
+    model = create_model(args.model, **parse_params(args.model, args.param))
     train = read_interactions(args.train)
     valid = None
     if args.valid:
@@ -166,8 +174,8 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     for name in model_names():
-        defaults = get_model_class(name).param_defaults()
-        print(f"{name}: " + (", ".join(f"{k}={v}" for k, v in defaults.items()) or "(no parameters)"))
+        params = {**get_model_class(name).param_defaults(), **preset_params(name)}
+        print(f"{name}: " + (", ".join(f"{k}={v}" for k, v in params.items()) or "(no parameters)"))
 
 
 # ---- parser ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.data.idmap import IdMap
+from recsys.data.propensity import Propensity
 from recsys.errors import DataError
 
 log = logging.getLogger("recsys")
@@ -28,6 +29,8 @@ class Interactions:
     levels: optional CSR int8 ordinal feedback level (1..L) on the same pattern as `matrix`.
     timestamps: optional CSR float64 time of the latest event, same pattern as `matrix`.
     meta: provenance (source, rules applied, rows dropped and why).
+    propensity: optional exposure propensities for unbiased losses and metrics; derived
+    copies (splits, subsets) do not carry it, since it belongs to one training set.
     """
 
     matrix: sp.csr_matrix
@@ -36,6 +39,7 @@ class Interactions:
     levels: sp.csr_matrix | None = None
     timestamps: sp.csr_matrix | None = None
     meta: dict = field(default_factory=dict)
+    propensity: Propensity | None = None
 
     def __post_init__(self) -> None:
         shape = (len(self.user_map), len(self.item_map))
@@ -149,6 +153,15 @@ class Interactions:
         imap = IdMap(self.item_map.to_ids(items))
         return Interactions(cut(self.matrix), umap, imap, cut(self.levels), cut(self.timestamps),
                             dict(self.meta))
+
+    def with_propensity(self, propensity: Propensity) -> Interactions:
+        """A copy carrying `propensity` (checked against the matrix shape)."""
+        if propensity.item is not None and len(propensity.item) != self.n_items:
+            raise DataError(f"{len(propensity.item)} item propensities for {self.n_items} items")
+        if propensity.pair is not None and propensity.pair.shape != self.matrix.shape:
+            raise DataError(f"pair propensities of shape {propensity.pair.shape} for a "
+                            f"{self.matrix.shape} matrix")
+        return replace(self, propensity=propensity)
 
     # ---- views ---------------------------------------------------------------------------
     @property

@@ -11,12 +11,15 @@ from recsys.data.interactions import Interactions
 
 class PairSampler:
     """Each epoch visits every positive (user, item) pair once, in a seeded random order, with
-    one uniformly drawn negative item per pair. Negatives that hit one of the user's positives
-    are redrawn a few times (vectorised); on dense rows a rare positive may remain.
+    one uniformly drawn item j per pair. With `exclude_positives`, a j that is one of the
+    user's positives is redrawn a few times (vectorised; on dense rows a rare positive may
+    remain); without, j is any item (as unbiased pairwise losses need). With
+    `negatives=False`, batches are (users, items, None), for losses that sample otherwise.
     """
 
     def __init__(self, data: Interactions, batch_size: int, *, seed: int = 0,
-                 device: str | torch.device = "cpu", redraws: int = 3) -> None:
+                 device: str | torch.device = "cpu", redraws: int = 3,
+                 exclude_positives: bool = True, negatives: bool = True) -> None:
         rows, cols = data.coo
         self.users = torch.from_numpy(rows).to(device)
         self.items = torch.from_numpy(cols).to(device)
@@ -25,6 +28,9 @@ class PairSampler:
         self.keys = torch.sort(self.users * self.n_items + self.items).values
         self.batch_size = batch_size
         self.redraws = redraws
+        self.exclude_positives = exclude_positives
+        self.with_negatives = negatives
+        self.n_users = data.n_users
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -37,10 +43,18 @@ class PairSampler:
         return self.keys[pos] == keys
 
     def negatives(self, users: torch.Tensor) -> torch.Tensor:
-        neg = self._draw(len(users))
+        items = self._draw(len(users))
+        return self._avoid_positives(users, items) if self.exclude_positives else items
+
+    def _avoid_positives(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         for _ in range(self.redraws):  # no data-dependent branch: no host sync on a GPU
-            neg = torch.where(self.is_positive(users, neg), self._draw(len(users)), neg)
-        return neg
+            items = torch.where(self.is_positive(users, items), self._draw(len(users)), items)
+        return items
+
+    def unobserved(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n (user, item) pairs drawn uniformly from all cells, redrawing observed ones."""
+        users = torch.randint(self.n_users, (n,), generator=self.generator, device=self.device)
+        return users, self._avoid_positives(users, self._draw(n))
 
     def _draw(self, n: int) -> torch.Tensor:
         return torch.randint(self.n_items, (n,), generator=self.generator, device=self.device)
@@ -50,4 +64,4 @@ class PairSampler:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             users = self.users[idx]
-            yield users, self.items[idx], self.negatives(users)
+            yield users, self.items[idx], self.negatives(users) if self.with_negatives else None

@@ -35,6 +35,7 @@ class Recommender(Protocol):
 
 
 _REGISTRY: dict[str, type[BaseRecommender]] = {}
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -45,19 +46,31 @@ def register(name: str) -> Callable[[type], type]:
     return deco
 
 
+def register_preset(name: str, model: str, **params: Any) -> None:
+    """A registry name for a model with some parameters preset (e.g. relmf = mf, loss=relmf)."""
+    _PRESETS[name] = (model, params)
+
+
 def model_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted({*_REGISTRY, *_PRESETS})
+
+
+def preset_params(name: str) -> dict[str, Any]:
+    """Parameters a registry name presets ({} for a plain model name)."""
+    return dict(_PRESETS[name][1]) if name in _PRESETS else {}
 
 
 def get_model_class(name: str) -> type[BaseRecommender]:
+    name = _PRESETS[name][0] if name in _PRESETS else name
     if name not in _REGISTRY:
         raise RecsysError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     return _REGISTRY[name]
 
 
 def create_model(name: str, **params: Any) -> BaseRecommender:
-    """Instantiate a registered model; unknown parameters are an error naming them."""
+    """Instantiate a registered model or preset; unknown parameters are an error naming them."""
     cls = get_model_class(name)
+    params = {**preset_params(name), **params}
     known = cls.param_defaults()
     unknown = sorted(set(params) - set(known))
     if unknown:

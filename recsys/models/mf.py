@@ -9,17 +9,21 @@ import torch
 from torch import nn
 
 from recsys.data.interactions import Interactions
+from recsys.data.propensity import Propensity, item_propensity
 from recsys.data.sampling import PairSampler
 from recsys.data.split import holdout
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate
 from recsys.evaluate.metrics import RANKING_METRICS
-from recsys.losses import bpr_loss
-from recsys.models.base import register
+from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
+from recsys.models.base import register, register_preset
 from recsys.models.factor import FactorModel
 from recsys.train import resolve_device, train_loop
 
-LOSSES = ("bpr",)
+PAIRWISE = ("bpr", "ubpr")
+POINTWISE = ("bce", "wmf", "relmf")
+LOSSES = PAIRWISE + POINTWISE
+UNBIASED = ("relmf", "ubpr")
 
 
 def auto_batch_size(n_pairs: int, steps: int = 64, low: int = 128, high: int = 4096) -> int:
@@ -41,28 +45,39 @@ class Embeddings(nn.Module):
 
 @register("mf")
 class MF(FactorModel):
-    """MF with BPR loss, Adam, uniform negatives and early stopping on held-out NDCG.
+    """Matrix factorisation with a pluggable loss, Adam, and early stopping on held-out NDCG.
 
-    `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096), so small
-    and large data sets both train well with the same defaults.
+    Losses: `bpr` (pairwise, negatives avoid the user's positives); `ubpr` (unbiased BPR,
+    j is any item, weighted by propensities, clamped below at -beta when beta is set);
+    `bce`, `wmf` and `relmf` (pointwise: each batch holds the clicked pairs plus as many
+    pairs drawn uniformly from all unobserved cells; wmf weighs those `neg_weight`; relmf
+    weighs by Y/theta with theta floored at `clip`). `per_pair` picks log or squared loss.
+    Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta).
 
-    Without a `valid` set, `valid_frac` of each user's training items is held out to pick the
-    number of epochs; with `refit`, the model is then retrained on all training data for
-    that many epochs, so no data is lost to validation.
+    `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096). Without a
+    `valid` set, `valid_frac` of each user's training items is held out to pick the number
+    of epochs; with `refit`, the model is then retrained on all training data for that many
+    epochs, so no data is lost to validation.
     """
 
     def __init__(self, factors: int = 64, loss: str = "bpr", epochs: int = 200,
                  batch_size: int = 0, lr: float = 0.002, reg: float = 0.03,
+                 eta: float = 0.5, clip: float = 0.0, neg_weight: float = 0.1,
+                 per_pair: str = "log", beta: float | None = None,
                  patience: int = 10, valid_frac: float = 0.1, refit: bool = True,
                  valid_metric: str = "ndcg@20", valid_users: int = 10000, seed: int = 0,
-                 device: str = "auto",
-                 progress: bool = True) -> None:
+                 device: str = "auto", progress: bool = True) -> None:
         self.factors = factors
         self.loss = loss
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.reg = reg
+        self.eta = eta
+        self.clip = clip
+        self.neg_weight = neg_weight
+        self.per_pair = per_pair
+        self.beta = beta
         self.patience = patience
         self.valid_frac = valid_frac
         self.refit = refit
@@ -72,41 +87,81 @@ class MF(FactorModel):
         self.device = device
         self.progress = progress
 
-    def fit(self, train: Interactions, *, valid: Interactions | None = None,
-            callbacks: Iterable = ()) -> MF:
+    def _check_params(self) -> None:
         if self.loss not in LOSSES:
             raise RecsysError(f"mf: unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.per_pair not in ("log", "square"):
+            raise RecsysError(f"mf: per_pair must be 'log' or 'square', got {self.per_pair!r}")
         name, _, k = self.valid_metric.partition("@")
         if name not in RANKING_METRICS or not k.isdigit() or int(k) <= 0:
             raise RecsysError(f"mf: valid_metric {self.valid_metric!r} is not METRIC@K with METRIC in "
                               f"{', '.join(RANKING_METRICS)}")
+
+    def fit(self, train: Interactions, *, valid: Interactions | None = None,
+            callbacks: Iterable = ()) -> MF:
+        self._check_params()
         self._start_fit(train)
+        propensity = None
+        if self.loss in UNBIASED:
+            propensity = train.propensity or item_propensity(train.item_popularity, self.eta)
+            propensity = propensity.with_clip(max(propensity.clip, self.clip))
+            self.fit_info_["propensity"] = propensity.describe()
         callbacks = list(callbacks)
         fit_part, carved = train, False
         if valid is None and self.valid_frac > 0:
             fit_part, valid = holdout(train, self.valid_frac, seed=self.seed)
             carved = True
-        result = self._train(fit_part, valid, self.epochs, callbacks)
+        result = self._train(fit_part, valid, self.epochs, propensity, callbacks)
         self.fit_info_.update(best_epoch=result.best_epoch, best_valid=result.best_score,
                               epochs_run=len(result.history))
         if carved and self.refit:
-            self._train(train, None, result.best_epoch, callbacks, desc="refit")
+            self._train(train, None, result.best_epoch, propensity, callbacks, desc="refit")
         return self
 
+    def _batch_loss(self, module: Embeddings, sampler: PairSampler,
+                    propensity: Propensity | None):
+        """The loss of one batch (users, clicked items, sampled items) under `self.loss`."""
+
+        def dot(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            return (u * i).sum(-1)
+
+        def l2(*embs: torch.Tensor) -> torch.Tensor:
+            return sum(e.pow(2).sum() for e in embs) / (2 * len(embs[0]))
+
+        def loss_fn(users, pos, neg):
+            if self.loss in PAIRWISE:
+                u, i, j = module.users(users), module.items(pos), module.items(neg)
+                if self.loss == "bpr":
+                    per_pair = bpr_loss(dot(u, i), dot(u, j))
+                else:
+                    per_pair = ubpr_loss(dot(u, i), dot(u, j), propensity(users, pos),
+                                         sampler.is_positive(users, neg).float(),
+                                         propensity(users, neg), beta=self.beta)
+                return per_pair.mean() + self.reg * l2(u, i, j)
+            nu, ni = sampler.unobserved(len(users))
+            all_users, all_items = torch.cat([users, nu]), torch.cat([pos, ni])
+            clicks = torch.cat([torch.ones_like(users), torch.zeros_like(nu)]).float()
+            u, i = module.users(all_users), module.items(all_items)
+            logits = dot(u, i)
+            if self.loss == "bce":
+                per_pair = bce_loss(logits, clicks, self.per_pair)
+            elif self.loss == "wmf":
+                per_pair = wmf_loss(logits, clicks, self.neg_weight, self.per_pair)
+            else:
+                per_pair = relmf_loss(logits, clicks, propensity(all_users, all_items),
+                                      per_pair=self.per_pair)
+            return per_pair.mean() + self.reg * l2(u, i)
+
+        return loss_fn
+
     def _train(self, train: Interactions, valid: Interactions | None, epochs: int,
-               callbacks: list, desc: str = "mf"):
+               propensity: Propensity | None, callbacks: list, desc: str = "mf"):
         device = resolve_device(self.device)
         torch.manual_seed(self.seed)
         module = Embeddings(train.n_users, train.n_items, self.factors).to(device)
         sampler = PairSampler(train, self.batch_size or auto_batch_size(train.nnz), seed=self.seed,
-                              device=device)
-
-        def loss_fn(users, pos, neg):
-            u, i, j = module.users(users), module.items(pos), module.items(neg)
-            pos_s, neg_s = (u * i).sum(-1), (u * j).sum(-1)
-            l2 = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()) / (2 * len(users))
-            return bpr_loss(pos_s, neg_s) + self.reg * l2
-
+                              device=device, exclude_positives=self.loss == "bpr",
+                              negatives=self.loss in PAIRWISE)
         valid_sample = None
         if valid is not None:
             with_items = np.flatnonzero(valid.user_degree > 0)
@@ -120,9 +175,14 @@ class MF(FactorModel):
                                users=valid_sample)
             return metrics[self.valid_metric]
 
-        result = train_loop(module, lambda: sampler, loss_fn, epochs=epochs, lr=self.lr,
+        result = train_loop(module, lambda: sampler, self._batch_loss(module, sampler, propensity),
+                            epochs=epochs, lr=self.lr,
                             validate=validate if valid is not None else None,
                             patience=self.patience, callbacks=callbacks,
                             progress=self.progress, desc=desc)
         self._set_factors(module.users.weight.detach(), module.items.weight.detach())
         return result
+
+
+register_preset("relmf", "mf", loss="relmf", clip=0.1)
+register_preset("ubpr", "mf", loss="ubpr", clip=0.1)
