@@ -55,9 +55,9 @@ def test_min_rating_threshold_keeps_only_positives(workdir, capsys):
     assert len(train) + len(test) <= (events.rating >= 4).sum() and (train.rating == 1).all()
 
 
-@pytest.mark.parametrize("model", ["pop", "mf"])
+@pytest.mark.parametrize("model", ["pop", "mf", "relmf"])
 def test_train_evaluate_recommend_end_to_end(model, prepared, tmp_path, capsys):
-    params = ["--param", "epochs=5", "--param", "factors=8"] if model == "mf" else []
+    params = ["--param", "epochs=5", "--param", "factors=8"] if model != "pop" else []
     code, out, _ = run(["train", "--model", model, "--train", prepared / "train.parquet",
                         "--out", tmp_path / "m", *params], capsys)
     assert code == 0 and "trained" in out

@@ -124,3 +124,30 @@ def test_pair_sampler_covers_positives_and_avoids_them_as_negatives(small_data):
 
 def test_subclass_contract_is_the_base_class():
     assert all(issubclass(type(create_model(n)), BaseRecommender) for n in FAST)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "bce", "wmf", "relmf", "ubpr"])
+def test_mf_trains_with_every_loss(loss, split_data):
+    model = create_model("mf", loss=loss, factors=8, epochs=3, valid_frac=0.0, progress=False,
+                         device="cpu").fit(split_data.train)
+    scores = model.score(np.arange(5))
+    assert torch.isfinite(scores).all() and scores.std() > 0
+
+
+def test_unbiased_presets_compute_or_take_propensities(split_data, tmp_path):
+    from recsys.data.propensity import item_propensity
+
+    model = create_model("relmf", factors=8, epochs=2, valid_frac=0.0, progress=False)
+    assert model.loss == "relmf" and model.clip > 0
+    model.fit(split_data.train)
+    assert "item popularity" in model.fit_info_["propensity"]
+    given = item_propensity(np.ones(split_data.train.n_items), eta=1.0)
+    given = type(given)(item=given.item, rule="uniform exposure")
+    model = create_model("ubpr", factors=8, epochs=2, valid_frac=0.0, progress=False)
+    model.fit(split_data.train.with_propensity(given))
+    assert model.fit_info_["propensity"].startswith("uniform exposure")
+    model.save(tmp_path / "u")
+    loaded = load_model(tmp_path / "u")
+    assert loaded.loss == "ubpr" and loaded.beta == model.beta
+    with pytest.raises(RecsysError, match="unknown loss"):
+        create_model("mf", loss="hinge").fit(split_data.train)

@@ -46,7 +46,8 @@ def test_snips_and_ips_track_the_truth_better_than_naive(sim):
         "oracle": FixedScores(oracle),
         "popularity": create_model("pop").fit(sim.train),
         "random": FixedScores(rng.random(oracle.shape)),
-        "oracle+pop": FixedScores(oracle + 2 * torch.log(torch.from_numpy(sim.train_propensity.item)).float()),
+        "oracle+pop": FixedScores(
+            oracle + 2 * torch.log(torch.from_numpy(sim.train_propensity.item)).float()),
     }
     err = {"naive_recall": 0.0, "snips_recall": 0.0, "naive_dcg": 0.0, "ips_dcg": 0.0}
     for model in scorers.values():

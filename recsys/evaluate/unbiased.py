@@ -45,7 +45,8 @@ def _pair_scores(model: Scorer, users: np.ndarray, items: np.ndarray, n_items: i
     return out
 
 
-def candidate_metrics(model: Scorer, candidates: CandidateSet, *, k: int | Iterable[int] = (1, 3, 5),
+def candidate_metrics(model: Scorer, candidates: CandidateSet, *,
+                      k: int | Iterable[int] = (1, 3, 5),
                       rare_items: np.ndarray | None = None) -> dict[str, float]:
     """Metrics ranking each user's labelled candidates (the uniformly exposed test set).
 
@@ -101,9 +102,15 @@ def _top_items(model: Scorer, users: np.ndarray, train: Interactions, kmax: int)
 
 
 def ips_metrics(model: Scorer, test: Interactions, *, train: Interactions, propensity: Propensity,
-                k: int | Iterable[int] = (5,)) -> dict[str, float]:
-    """Naive, IPS and SNIPS estimates of DCG@K and Recall@K from biased test clicks."""
+                k: int | Iterable[int] = (5,), users: np.ndarray | None = None) -> dict[str, float]:
+    """Naive, IPS and SNIPS estimates of DCG@K and Recall@K from biased test clicks
+    (of `users` only, when given)."""
     ks = parse_ks(k)
+    if users is not None:
+        keep = np.zeros(test.n_users, dtype=bool)
+        keep[users] = True
+        rows, cols = test.coo
+        test = test.with_pairs(rows, cols, keep[rows])
     users = np.flatnonzero(test.user_degree > 0)
     if len(users) == 0:
         raise RecsysError("the test set has no clicks")

@@ -15,6 +15,7 @@ from recsys.data.split import holdout
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate
 from recsys.evaluate.metrics import RANKING_METRICS
+from recsys.evaluate.unbiased import ips_metrics
 from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
 from recsys.models.base import register, register_preset
 from recsys.models.factor import FactorModel
@@ -51,7 +52,11 @@ class MF(FactorModel):
     j is any item, weighted by propensities, clamped below at -beta when beta is set);
     `bce`, `wmf` and `relmf` (pointwise: each batch holds the clicked pairs plus as many
     pairs drawn uniformly from all unobserved cells; wmf weighs those `neg_weight`; relmf
-    weighs by Y/theta with theta floored at `clip`). `per_pair` picks log or squared loss.
+    weighs by Y/theta with theta floored at `clip`). `per_pair` picks log or squared loss;
+    "auto" is squared for relmf, log otherwise: with log loss, a clicked pair's weight
+    1 - 1/theta < 0 on -log(1 - s) rewards s -> 1 without bound, while the squared loss stays
+    bounded (the official Rel-MF code uses squared loss for this reason). Selection on a
+    validation split uses SNIPS-weighted recall for the unbiased losses.
     Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta).
 
     `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096). Without a
@@ -63,7 +68,7 @@ class MF(FactorModel):
     def __init__(self, factors: int = 64, loss: str = "bpr", epochs: int = 200,
                  batch_size: int = 0, lr: float = 0.002, reg: float = 0.03,
                  eta: float = 0.5, clip: float = 0.0, neg_weight: float = 0.1,
-                 per_pair: str = "log", beta: float | None = None,
+                 per_pair: str = "auto", beta: float | None = None,
                  patience: int = 10, valid_frac: float = 0.1, refit: bool = True,
                  valid_metric: str = "ndcg@20", valid_users: int = 10000, seed: int = 0,
                  device: str = "auto", progress: bool = True) -> None:
@@ -90,8 +95,8 @@ class MF(FactorModel):
     def _check_params(self) -> None:
         if self.loss not in LOSSES:
             raise RecsysError(f"mf: unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.per_pair not in ("log", "square"):
-            raise RecsysError(f"mf: per_pair must be 'log' or 'square', got {self.per_pair!r}")
+        if self.per_pair not in ("auto", "log", "square"):
+            raise RecsysError(f"mf: per_pair must be auto, log or square, got {self.per_pair!r}")
         name, _, k = self.valid_metric.partition("@")
         if name not in RANKING_METRICS or not k.isdigit() or int(k) <= 0:
             raise RecsysError(f"mf: valid_metric {self.valid_metric!r} is not METRIC@K with METRIC in "
@@ -128,6 +133,9 @@ class MF(FactorModel):
         def l2(*embs: torch.Tensor) -> torch.Tensor:
             return sum(e.pow(2).sum() for e in embs) / (2 * len(embs[0]))
 
+        per_pair_kind = self.per_pair if self.per_pair != "auto" else (
+            "square" if self.loss == "relmf" else "log")
+
         def loss_fn(users, pos, neg):
             if self.loss in PAIRWISE:
                 u, i, j = module.users(users), module.items(pos), module.items(neg)
@@ -144,12 +152,12 @@ class MF(FactorModel):
             u, i = module.users(all_users), module.items(all_items)
             logits = dot(u, i)
             if self.loss == "bce":
-                per_pair = bce_loss(logits, clicks, self.per_pair)
+                per_pair = bce_loss(logits, clicks, per_pair_kind)
             elif self.loss == "wmf":
-                per_pair = wmf_loss(logits, clicks, self.neg_weight, self.per_pair)
+                per_pair = wmf_loss(logits, clicks, self.neg_weight, per_pair_kind)
             else:
                 per_pair = relmf_loss(logits, clicks, propensity(all_users, all_items),
-                                      per_pair=self.per_pair)
+                                      per_pair=per_pair_kind)
             return per_pair.mean() + self.reg * l2(u, i)
 
         return loss_fn
@@ -169,10 +177,16 @@ class MF(FactorModel):
             valid_sample = np.sort(rng.choice(with_items, min(len(with_items), self.valid_users),
                                               replace=False))
 
+        k = int(self.valid_metric.split("@")[1])
+
         def validate() -> float:
             self._set_factors(module.users.weight.detach(), module.items.weight.detach())
-            metrics = evaluate(self, valid, train=train, k=int(self.valid_metric.split("@")[1]),
-                               users=valid_sample)
+            if propensity is not None:
+                # select on a propensity-weighted (SNIPS) metric: a biased one would pick the
+                # epoch whose model is most like the exposure bias the loss corrects
+                return ips_metrics(self, valid, train=train, propensity=propensity, k=k,
+                                   users=valid_sample)[f"snips_recall@{k}"]
+            metrics = evaluate(self, valid, train=train, k=k, users=valid_sample)
             return metrics[self.valid_metric]
 
         result = train_loop(module, lambda: sampler, self._batch_loss(module, sampler, propensity),
@@ -185,4 +199,4 @@ class MF(FactorModel):
 
 
 register_preset("relmf", "mf", loss="relmf", clip=0.1)
-register_preset("ubpr", "mf", loss="ubpr", clip=0.1)
+register_preset("ubpr", "mf", loss="ubpr", clip=0.1, beta=1.0)
