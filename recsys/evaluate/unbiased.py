@@ -74,8 +74,10 @@ def _ranked_metrics(prefix: str, group, ranks, labels, ks) -> dict[str, float]:
     keep = n_pos > 0
     if not keep.any():
         return {f"{prefix}users": 0}
-    hits_so_far = np.cumsum(labels) - np.repeat(np.r_[0, np.cumsum(np.bincount(group, labels, n_groups))[:-1]],
-                                                np.bincount(group, minlength=n_groups))
+    # relevant items at or above each rank, within its user's list (groups are contiguous)
+    csum = np.cumsum(labels)
+    first = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+    hits_so_far = csum - (csum - labels)[first][group]
     out = {}
     for kk in ks:
         top = ranks <= kk
