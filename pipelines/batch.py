@@ -12,10 +12,8 @@ from tqdm.auto import tqdm
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
+from recsys.evaluate.evaluator import SCORE_BUDGET
 from recsys.models.base import BaseRecommender
-
-SCORE_BUDGET = 2**24  # scores held at once per chunk (users x items)
-SCHEMA_NAMES = ["user_id", "item_id", "score", "rank"]
 
 
 def _id_type(idmap: IdMap) -> pa.DataType:
