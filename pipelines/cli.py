@@ -172,6 +172,27 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     print(f"{rows} recommendations for {len(users)} users -> {args.out}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from pipelines.compare import compare, markdown_table
+    from pipelines.config import load_config
+    from pipelines.tracking import tracking_uri
+
+    config = load_config(args.config)
+    report = compare(config)
+    cols = ["run", "status", *[c for c in (config.select, f"recall@{max(config.k)}",
+                                            "unbiased_dcg@5", "unbiased_rare_dcg@5") if c in report]]
+    print(markdown_table(report[cols]))
+    if "registered_version" in report.attrs:
+        print(f"registered {config.register_as} version {report.attrs['registered_version']} "
+              f"as @{config.alias}: models:/{config.register_as}@{config.alias}")
+    uri = tracking_uri()
+    print(f"parent run {report.attrs['parent_run_id']} in experiment {config.experiment!r}")
+    if uri.startswith("sqlite:"):
+        print(f"look at it with: mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"tracking server: {uri}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     for name in model_names():
         params = {**get_model_class(name).param_defaults(), **preset_params(name)}
@@ -241,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
     rec.add_argument("--chunk-users", type=int, help="users scored per chunk (default: by memory)")
     rec.set_defaults(func=cmd_recommend)
+
+    cmp = sub.add_parser("compare", help="train and compare models as MLflow runs")
+    cmp.add_argument("--config", required=True, help="YAML config, e.g. pipelines/configs/quickstart.yaml")
+    cmp.set_defaults(func=cmd_compare)
 
     sub.add_parser("models", help="list models and their parameters").set_defaults(func=cmd_models)
     return p

@@ -1,0 +1,177 @@
+"""Train and compare models as MLflow runs: a parent run per comparison, a nested run per
+(model, parameters), a report table and plots, and the winner registered under an alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipelines.config import CompareConfig, FileData  # noqa: E402
+from pipelines.export import export_run, log_model_dir  # noqa: E402
+from pipelines.tracking import EpochLogger, fingerprint, metric_key, tracking_uri  # noqa: E402
+from recsys.data.interactions import Interactions  # noqa: E402
+from recsys.data.io import read_events  # noqa: E402
+from recsys.data.simulate import simulate  # noqa: E402
+from recsys.data.split import split  # noqa: E402
+from recsys.evaluate.evaluator import evaluate  # noqa: E402
+from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
+from recsys.models.base import create_model, get_model_class  # noqa: E402
+
+log = logging.getLogger("recsys")
+
+
+@dataclass
+class Prepared:
+    train: Interactions
+    test: Interactions
+    rule: str
+    simulation: object | None = None
+
+
+def prepare_data(config: CompareConfig) -> Prepared:
+    """Train/test from the config's source; simulated data also keeps its unbiased test set."""
+    d = config.data
+    s = config.split
+    if isinstance(d, FileData):
+        frame = read_events(d.path)
+        data = Interactions.from_frame(frame, user_col=d.user_col, item_col=d.item_col,
+                                       rating_col=d.rating_col, min_rating=d.min_rating,
+                                       time_col=d.time_col, source=d.path)
+        train, test = split(data, s.how, test_frac=s.test_frac, seed=s.seed)
+        return Prepared(train, test, f"{d.path}: {train.meta['split']}")
+    sim = simulate(d.n_users, d.n_items, d.n_interactions, popularity_bias=d.popularity_bias,
+                   seed=d.seed)
+    rule = f"simulate({d.model_dump()}) train/biased-test periods"
+    return Prepared(sim.train, sim.test, rule, sim)
+
+
+def run_name(model: str, params: dict) -> str:
+    return model + "".join(f" {k}={v}" for k, v in sorted(params.items()))
+
+
+def compare(config: CompareConfig) -> pd.DataFrame:
+    """Run every model variant of `config` as nested MLflow runs; returns the report table.
+
+    A failing variant is marked FAILED with its error and the others still run.
+    """
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(config.experiment)
+    data = prepare_data(config)
+    data_fp = fingerprint(data.train, data.rule)
+    rows, curves = [], {}
+    with mlflow.start_run(run_name=f"compare {config.experiment}") as parent:
+        mlflow.log_params({"data": data.rule[:500], "models": len(config.models),
+                           "select": config.select})
+        mlflow.set_tag("dataset_fingerprint", data_fp)
+        for model_cfg in config.models:
+            for params in model_cfg.variants():
+                name = run_name(model_cfg.name, {k: v for k, v in params.items()
+                                                 if k in model_cfg.grid})
+                row, history = _run_one(model_cfg.name, params, name, data, config, data_fp)
+                rows.append(row)
+                if history:
+                    curves[name] = history
+        report = pd.DataFrame(rows)
+        _log_report(report, curves, data, config)
+        winner = _winner(report, config)
+        mlflow.set_tag("winner", winner)
+    report.attrs["parent_run_id"] = parent.info.run_id
+    if winner and config.register_as:
+        run_id = report.loc[report["run"] == winner, "run_id"].iloc[0]
+        report.attrs["registered_version"] = export_run(run_id, config.register_as, config.alias)
+    return report
+
+
+def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp):
+    logger = EpochLogger(config.select)
+    with mlflow.start_run(run_name=name, nested=True) as run:
+        mlflow.log_params({"model": model_name, **params})
+        mlflow.set_tag("dataset_fingerprint", fp)
+        try:
+            quiet = {"progress": False} if "progress" in get_model_class(model_name).param_defaults() else {}
+            model = create_model(model_name, **{**quiet, **params})
+            model.fit(data.train, callbacks=[logger])
+            metrics = evaluate(model, data.test, train=data.train, k=config.k)
+            if data.simulation is not None:
+                clicks = data.train.item_popularity
+                rare = clicks < np.quantile(clicks, 0.8)
+                unbiased = candidate_metrics(model, data.simulation.unbiased_test, k=(3, 5),
+                                             rare_items=rare)
+                metrics.update({f"unbiased_{k}": v for k, v in unbiased.items()})
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+            log_model_dir(model, data.train)
+        except Exception as exc:  # noqa: BLE001 (any failure is recorded and the rest go on)
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}")
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            mlflow.end_run(status="FAILED")
+            log.warning("run %s failed: %s", name, exc)
+            return {"run": name, "run_id": run.info.run_id, "status": "FAILED"}, None
+    return {"run": name, "run_id": run.info.run_id, "status": "FINISHED", **metrics}, logger.history
+
+
+def _winner(report: pd.DataFrame, config: CompareConfig) -> str:
+    done = report[report["status"] == "FINISHED"]
+    if done.empty:
+        return ""
+    return str(done.loc[done[config.select].idxmax(), "run"])
+
+
+def _log_report(report: pd.DataFrame, curves: dict, data: Prepared, config: CompareConfig) -> None:
+    shown = ["run", "status", *[c for c in report.columns if "@" in c and not c.startswith("users")]]
+    table = report[[c for c in shown if c in report.columns]]
+    mlflow.log_text(table.to_csv(index=False), "report/metrics.csv")
+    mlflow.log_text(markdown_table(table), "report/metrics.md")
+    done = report[report["status"] == "FINISHED"]
+    if not done.empty:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(done) + 1.5))
+        ax.barh(done["run"], done[config.select])
+        ax.set_xlabel(config.select)
+        ax.invert_yaxis()
+        fig.tight_layout()
+        mlflow.log_figure(fig, "report/metric_by_model.png")
+        plt.close(fig)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, history in curves.items():
+            epochs = [h["epoch"] for h in history if "valid" in h]
+            if epochs:
+                ax.plot(epochs, [h["valid"] for h in history if "valid" in h], label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {config.select}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        mlflow.log_figure(fig, "report/learning_curves.png")
+        plt.close(fig)
+    key = f"avg_popularity@{max(config.k)}"
+    if key in done:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(done) + 1.5))
+        ax.barh(done["run"], done[key], label="recommended")
+        ax.axvline(float(data.train.item_popularity.mean()), color="k", ls="--", label="catalogue mean")
+        ax.set_xlabel("average training popularity of recommended items")
+        ax.invert_yaxis()
+        ax.legend()
+        fig.tight_layout()
+        mlflow.log_figure(fig, "report/popularity.png")
+        plt.close(fig)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-style markdown table; floats with 4 decimals."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.4f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,112 @@
+"""Validated YAML configs for comparison pipelines: a typo is an error naming the key, before any work."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys.errors import RecsysError
+from recsys.evaluate.metrics import RANKING_METRICS
+from recsys.models.base import get_model_class, model_names, preset_params
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulateData(Strict):
+    kind: Literal["simulate"] = "simulate"
+    n_users: int = Field(3000, gt=1)
+    n_items: int = Field(1500, gt=1)
+    n_interactions: int = Field(40000, gt=0)
+    popularity_bias: float = Field(1.0, ge=0)
+    seed: int = 0
+
+
+class FileData(Strict):
+    kind: Literal["file"]
+    path: str
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    rating_col: str | None = None
+    min_rating: float | None = None
+    time_col: str | None = None
+
+
+class SplitConfig(Strict):
+    how: Literal["random", "temporal", "leave-last"] = "random"
+    test_frac: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class ModelConfig(Strict):
+    name: str
+    params: dict[str, Any] = {}
+    grid: dict[str, list[Any]] = {}
+
+    @model_validator(mode="after")
+    def known_model_and_params(self) -> ModelConfig:
+        if self.name not in model_names():
+            raise ValueError(f"unknown model {self.name!r}; known models: {', '.join(model_names())}")
+        known = get_model_class(self.name).param_defaults()
+        for key in [*self.params, *self.grid]:
+            if key not in known:
+                raise ValueError(f"model {self.name!r} has no parameter {key!r}; "
+                                 f"parameters: {', '.join(sorted(known))}")
+        return self
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every parameter set of the grid (one when there is no grid), preset values first."""
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
+        return [{**preset_params(self.name), **self.params, **dict(zip(keys, c, strict=True))}
+                for c in combos]
+
+
+class CompareConfig(Strict):
+    experiment: str = "recsys"
+    data: SimulateData | FileData = Field(default_factory=SimulateData, discriminator="kind")
+    split: SplitConfig = SplitConfig()
+    models: list[ModelConfig]
+    k: list[int] = [10, 20]
+    select: str = "ndcg@20"
+    register_as: str | None = None
+    alias: str = "champion"
+
+    @field_validator("k")
+    @classmethod
+    def positive_k(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k <= 0 for k in ks):
+            raise ValueError("k must be positive integers")
+        return sorted(set(ks))
+
+    @model_validator(mode="after")
+    def selectable_metric(self) -> CompareConfig:
+        name, _, k = self.select.partition("@")
+        if name not in RANKING_METRICS or not k.isdigit() or int(k) not in self.k:
+            raise ValueError(f"select {self.select!r} must be METRIC@K with METRIC in "
+                             f"{', '.join(RANKING_METRICS)} and K in k={self.k}")
+        return self
+
+
+def load_config(path: str | Path) -> CompareConfig:
+    """Parse and validate a YAML config; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.exists():
+        raise RecsysError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return CompareConfig.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise RecsysError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        raise RecsysError(f"{path}: {where}: {message}") from exc

@@ -1,0 +1,48 @@
+"""MLflow conventions: where runs go, metric names MLflow accepts, dataset fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import mlflow
+
+from recsys.data.interactions import Interactions
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI (e.g. a server), else an SQLite store in the working folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def metric_key(name: str) -> str:
+    """An MLflow-safe metric name: 'ndcg@20' -> 'ndcg_at_20'."""
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", name.replace("@", "_at_"))
+
+
+def fingerprint(data: Interactions, rule: str) -> str:
+    """sha256 of the training matrix (pattern and weights) and the rule that produced it."""
+    h = hashlib.sha256()
+    m = data.matrix
+    for array in (m.indptr, m.indices, m.data):
+        h.update(array.tobytes())
+    h.update(rule.encode())
+    return h.hexdigest()
+
+
+class EpochLogger:
+    """A training callback that logs each epoch's loss and validation score with `step`."""
+
+    def __init__(self, valid_metric: str = "valid") -> None:
+        self.valid_metric = valid_metric
+        self.history: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.history.append({"epoch": epoch, **logs})
+        metrics = {"epoch_loss": logs["loss"], "epoch_seconds": logs["seconds"]}
+        if "valid" in logs:
+            metrics[metric_key(f"epoch_valid_{self.valid_metric}")] = logs["valid"]
+        mlflow.log_metrics(metrics, step=epoch)
