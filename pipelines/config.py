@@ -104,7 +104,9 @@ def load_config(path: str | Path) -> CompareConfig:
     except yaml.YAMLError as exc:
         raise RecsysError(f"{path}: not valid YAML: {exc}") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt key also shows up as a missing one: name the typo first
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":

@@ -10,8 +10,8 @@ import numpy
 import pandas as pd
 import safetensors
 import scipy
-import torch
 import scipy.sparse as sp
+import torch
 from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema

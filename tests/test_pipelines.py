@@ -1,0 +1,147 @@
+"""MLflow pipelines against real tracking stores: SQLite, and an `mlflow server` on 127.0.0.1."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from pipelines.config import load_config
+from recsys.errors import RecsysError
+from recsys.models.base import load_model
+
+TINY = """
+experiment: tiny
+data: {kind: simulate, n_users: 300, n_items: 200, n_interactions: 4000, seed: 0}
+models:
+  - name: pop
+  - name: mf
+    params: {epochs: 4, factors: 8}
+    grid: {loss: [bpr, nonsense]}
+k: [5, 20]
+register_as: tiny-model
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.end_run()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("models:\n  - name: mf\n    parms: {}\n", "models.0.parms: unknown key"),
+    ("models:\n  - name: mff\n", "unknown model 'mff'"),
+    ("models:\n  - name: mf\n    grid: {lrr: [1]}\n", "no parameter 'lrr'"),
+    ("models:\n  - name: pop\nselect: ndcg@7\n", "select 'ndcg@7'"),
+    ("modells: []\n", "modells: unknown key"),
+    ("models: [\n", "not valid YAML"),
+])
+def test_config_errors_name_the_key(tmp_path, text, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(RecsysError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        load_config(path)
+
+
+def check_comparison(client: MlflowClient, capsys_out: str) -> None:
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 3
+    by_name = {r.data.tags["mlflow.runName"]: r for r in children}
+    failed = by_name["mf loss=nonsense"]
+    assert failed.info.status == "FAILED" and "unknown loss" in failed.data.tags["error"]
+    mf = by_name["mf loss=bpr"]
+    assert mf.info.status == "FINISHED"
+    assert {"ndcg_at_20", "recall_at_5", "unbiased_dcg_at_5"} <= set(mf.data.metrics)
+    assert mf.data.tags["dataset_fingerprint"] == parents[0].data.tags["dataset_fingerprint"]
+    history = client.get_metric_history(mf.info.run_id, "epoch_loss")
+    assert [m.step for m in history][:4] == [1, 2, 3, 4]
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/metrics.csv", "report/metrics.md", "report/metric_by_model.png"} <= artifacts
+    winner = parents[0].data.tags["winner"]
+    version = client.get_model_version_by_alias("tiny-model", "champion")
+    assert version.run_id == by_name[winner].info.run_id
+    assert "models:/tiny-model@champion" in capsys_out
+
+
+def test_compare_registers_the_winner_and_pyfunc_matches_the_model(sqlite_store, tiny_config, capsys):
+    assert main(["compare", "--config", str(tiny_config)]) == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(sqlite_store)
+    check_comparison(client, out)
+    version = client.get_model_version_by_alias("tiny-model", "champion")
+    local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="model")
+    model = load_model(local)
+    pyfunc = mlflow.pyfunc.load_model("models:/tiny-model@champion")
+    users = model.user_map_.ids[:4]
+    got = pyfunc.predict(pd.DataFrame({"user_id": [*users, -1]}), params={"k": 7})
+    assert got.loc[got.user_id == -1, "fallback"].all() and len(got[got.user_id == -1]) == 7
+    from scipy.sparse import load_npz
+
+    from recsys.data.interactions import Interactions
+
+    seen = Interactions(load_npz(f"{local}/seen.npz").tocsr(), model.user_map_, model.item_map_)
+    items, _ = model.recommend(np.arange(4), 7, exclude=seen)
+    for row, user in enumerate(users):
+        mine = got[got.user_id == user].sort_values("rank")["item_id"].tolist()
+        assert mine == model.item_map_.to_ids(items[row]).tolist()
+    unfiltered = pyfunc.predict(pd.DataFrame({"user_id": users[:1]}), params={"k": 3, "filter_seen": False})
+    assert len(unfiltered) == 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch, capsys):
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    server = subprocess.Popen(
+        [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert main(["compare", "--config", str(tiny_config)]) == 0
+        check_comparison(MlflowClient(uri), capsys.readouterr().out)
+    finally:
+        mlflow.end_run()
+        server.terminate()
+        server.wait(timeout=30)
