@@ -123,7 +123,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _model_and_data(args: argparse.Namespace):
-    model = load_model(args.model)
+    if args.model.startswith(("models:/", "runs:/")):
+        from pipelines.export import load_registered
+
+        model = load_registered(args.model)
+    else:
+        model = load_model(args.model)
     train = read_interactions(args.train, user_map=model.user_map_, item_map=model.item_map_)
     return model, train
 
@@ -193,6 +198,26 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"tracking server: {uri}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from pipelines.export import export_run, log_model_dir
+    from pipelines.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    run_id = args.run
+    if args.model:
+        if not args.train:
+            raise RecsysError("--model needs --train (its items are excluded at serving time)")
+        model, train = _model_and_data(args)
+        with mlflow.start_run(run_name=f"export {args.name}") as run:
+            log_model_dir(model, train)
+        run_id = run.info.run_id
+    version = export_run(run_id, args.name, args.alias)
+    print(f"registered {args.name} version {version}"
+          + (f" as @{args.alias}: models:/{args.name}@{args.alias}" if args.alias else ""))
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     for name in model_names():
         params = {**get_model_class(name).param_defaults(), **preset_params(name)}
@@ -247,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="full-ranking metrics of a model on a test file")
-    ev.add_argument("--model", required=True, help="model folder")
+    ev.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
     ev.add_argument("--train", required=True, help="training file (its items are excluded)")
     ev.add_argument("--test", required=True, help="test file")
     ev.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
@@ -255,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     rec = sub.add_parser("recommend", help="batch top-K recommendations to Parquet")
-    rec.add_argument("--model", required=True, help="model folder")
+    rec.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
     rec.add_argument("--train", required=True, help="training file (its items are excluded)")
     rec.add_argument("--users", help="file with a user_id column (default: all known users)")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
@@ -266,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="train and compare models as MLflow runs")
     cmp.add_argument("--config", required=True, help="YAML config, e.g. pipelines/configs/quickstart.yaml")
     cmp.set_defaults(func=cmd_compare)
+
+    exp = sub.add_parser("export", help="export a model as an MLflow pyfunc model and register it")
+    src = exp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="an MLflow run with a model/ artifact (e.g. from compare)")
+    src.add_argument("--model", help="a model folder (needs --train)")
+    exp.add_argument("--train", help="training file of --model")
+    exp.add_argument("--name", required=True, help="registered model name")
+    exp.add_argument("--alias", default="champion", help="alias to move to the new version")
+    exp.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list models and their parameters").set_defaults(func=cmd_models)
     return p

@@ -13,11 +13,14 @@ import scipy
 import scipy.sparse as sp
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import recsys
+from pipelines.tracking import tracking_uri
 from recsys.data.interactions import Interactions
+from recsys.errors import RecsysError
 from recsys.models.base import BaseRecommender, load_model
 
 WRAPPER = Path(__file__).with_name("pyfunc_model.py")
@@ -77,3 +80,21 @@ def register(model_uri: str, name: str, alias: str | None = "champion") -> int:
     if alias:
         MlflowClient().set_registered_model_alias(name, alias, version.version)
     return int(version.version)
+
+
+def load_registered(uri: str) -> BaseRecommender:
+    """The recsys model behind models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model."""
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        if uri.startswith("models:/"):
+            ref = uri.removeprefix("models:/")
+            client = MlflowClient()
+            if "@" in ref:
+                version = client.get_model_version_by_alias(*ref.split("@", 1))
+            else:
+                version = client.get_model_version(*ref.split("/", 1))
+            uri = f"runs:/{version.run_id}/model"
+        return load_model(mlflow.artifacts.download_artifacts(uri))
+    except (MlflowException, ValueError, TypeError) as exc:
+        raise RecsysError(f"{uri}: cannot be loaded from {tracking_uri()}: "
+                          f"{str(exc).splitlines()[0]}") from exc

@@ -145,3 +145,22 @@ def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch
         mlflow.end_run()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_export_a_model_folder_and_batch_recommend_from_the_registry(sqlite_store, tmp_path, capsys):
+    from recsys.data.simulate import simulate
+
+    sim = simulate(200, 100, 2500, seed=1)
+    sim.train.to_frame().to_parquet(tmp_path / "train.parquet")
+    assert main(["train", "--model", "pop", "--train", str(tmp_path / "train.parquet"),
+                 "--out", str(tmp_path / "pop")]) == 0
+    assert main(["export", "--model", str(tmp_path / "pop"), "--train", str(tmp_path / "train.parquet"),
+                 "--name", "popular", "--alias", "champion"]) == 0
+    assert "models:/popular@champion" in capsys.readouterr().out
+    assert main(["recommend", "--model", "models:/popular@champion", "--train",
+                 str(tmp_path / "train.parquet"), "--k", "4", "--out", str(tmp_path / "r.parquet")]) == 0
+    recs = pd.read_parquet(tmp_path / "r.parquet")
+    assert len(recs) == 4 * sim.train.n_users
+    assert main(["recommend", "--model", "models:/nothing@champion", "--train",
+                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "models:/nothing@champion: cannot be loaded" in capsys.readouterr().err
