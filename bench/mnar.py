@@ -27,7 +27,6 @@ MODELS = {
     "Rel-MF (no clip)": ("relmf", {"clip": 0.0}),
     "Rel-MF clipped": ("relmf", {}),
     "UBPR": ("ubpr", {}),
-    "BPR": ("mf", {"loss": "bpr"}),
 }
 METRICS = ["dcg@3", "dcg@5", "recall@5", "map@5"]
 
@@ -54,11 +53,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--biases", default="0.5,1.0,1.5")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--users", type=int, default=4000)
-    ap.add_argument("--items", type=int, default=2000)
-    ap.add_argument("--interactions", type=int, default=60_000)
+    ap.add_argument("--users", type=int, default=3000)
+    ap.add_argument("--items", type=int, default=1500)
+    ap.add_argument("--interactions", type=int, default=40_000)
     ap.add_argument("--csv", help="also write the per-run rows here")
+    ap.add_argument("--summarize", nargs="+", metavar="CSV",
+                    help="print the table of earlier runs' CSV files (e.g. seeds run in parallel)")
     args = ap.parse_args()
+    if args.summarize:
+        summarize(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True))
+        return
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__} on {device}")
     rows = [row for bias in map(float, args.biases.split(",")) for seed in map(int, args.seeds.split(","))
@@ -66,6 +70,10 @@ def main() -> None:
     frame = pd.DataFrame(rows)
     if args.csv:
         frame.to_csv(args.csv, index=False)
+    summarize(frame)
+
+
+def summarize(frame: pd.DataFrame) -> None:
     cols = METRICS + [f"rare_{m}" for m in METRICS]
     summary = frame.groupby(["bias", "model"], sort=False)[cols].agg(["mean", "std"])
     print("| bias | model | " + " | ".join(cols) + " |")

@@ -46,12 +46,15 @@ def train_loop(
     lr: float,
     validate: Callable[[], float] | None = None,
     patience: int = 10,
+    warmup: int = 0,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
     """Adam over `batches()` each epoch; with `validate` (higher is better), keeps the best
-    epoch's weights and stops after `patience` epochs without improvement.
+    epoch's weights and stops after `patience` epochs without improvement. The first
+    `warmup` epochs are validated and logged but cannot be chosen (an early, transient peak
+    of a noisy validation metric would otherwise end training).
     """
     if epochs <= 0:
         raise RecsysError(f"epochs must be positive, got {epochs}")
@@ -76,14 +79,15 @@ def train_loop(
             module.eval()
             with torch.no_grad():
                 logs["valid"] = validate()
-            if best.best_score is None or logs["valid"] > best.best_score:
+            if epoch > warmup and (best.best_score is None or logs["valid"] > best.best_score):
                 best.best_epoch, best.best_score = epoch, logs["valid"]
                 best_state = copy.deepcopy(module.state_dict())
         best.history.append({"epoch": epoch, **logs})
         bar.set_postfix({k: round(v, 4) for k, v in logs.items() if k != "seconds"})
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
-        if validate is not None and epoch - best.best_epoch >= patience:
+        last_gain = best.best_epoch if best.best_score is not None else warmup
+        if validate is not None and epoch > warmup and epoch - last_gain >= patience:
             break
     if best_state is not None:
         module.load_state_dict(best_state)
