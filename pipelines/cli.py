@@ -207,6 +207,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     mlflow.set_tracking_uri(tracking_uri())
     run_id = args.run
     if args.model:
+        mlflow.set_experiment(args.experiment)
         if not args.train:
             raise RecsysError("--model needs --train (its items are excluded at serving time)")
         model, train = _model_and_data(args)
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--train", help="training file of --model")
     exp.add_argument("--name", required=True, help="registered model name")
     exp.add_argument("--alias", default="champion", help="alias to move to the new version")
+    exp.add_argument("--experiment", default="recsys", help="experiment of the export run (--model)")
     exp.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list models and their parameters").set_defaults(func=cmd_models)
