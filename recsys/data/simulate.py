@@ -47,16 +47,9 @@ class CandidateSet:
 
 
 @dataclass(frozen=True)
-class Simulation:
-    """Everything a simulation produced; all Interactions share one pair of id maps."""
+class Relevance:
+    """The ground truth: gamma = sigmoid(affinity * <u, v> + bias) and its fixed draws R."""
 
-    train: Interactions
-    test: Interactions
-    unbiased_test: CandidateSet
-    train_propensity: Propensity
-    test_propensity: Propensity
-    item_features: pd.DataFrame
-    item_text: pd.DataFrame
     user_factors: torch.Tensor
     item_factors: torch.Tensor
     affinity: float
@@ -81,6 +74,19 @@ class Simulation:
         u = np.repeat(np.asarray(users), n_items)
         i = np.tile(np.arange(n_items), len(users))
         return self.relevance(u, i).reshape(len(users), n_items)
+
+
+@dataclass(frozen=True)
+class Simulation(Relevance):
+    """Everything a simulation produced; all Interactions share one pair of id maps."""
+
+    train: Interactions
+    test: Interactions
+    unbiased_test: CandidateSet
+    train_propensity: Propensity
+    test_propensity: Propensity
+    item_features: pd.DataFrame
+    item_text: pd.DataFrame
 
 
 def _hash_uniform(keys: torch.Tensor, seed: int) -> torch.Tensor:
@@ -115,32 +121,27 @@ def simulate(n_users: int = 1000, n_items: int = 500, n_interactions: int = 2000
     p = (p / p.sum())[torch.randperm(n_items, generator=gen)]
     activity = rng.lognormal(0.0, 0.75, n_users)
     draws = _calibrate_draws(p, activity, n_interactions / relevance_rate, n_items, rng)
-    sim = Simulation(
-        train=None, test=None, unbiased_test=None,  # type: ignore[arg-type]
-        train_propensity=None, test_propensity=None,  # type: ignore[arg-type]
-        item_features=None, item_text=None,  # type: ignore[arg-type]
-        user_factors=user_f, item_factors=item_f, affinity=affinity, bias=bias, seed=seed)
+    truth = Relevance(user_f, item_f, affinity, bias, seed)
 
-    train_pairs = _clicks(sim, p, draws, gen, chunk_users)
+    train_pairs = _clicks(truth, p, draws, gen, chunk_users)
     test_draws = np.maximum(1, np.round(draws * test_period)).astype(np.int64)
-    test_pairs = _clicks(sim, p, test_draws, gen, chunk_users)
+    test_pairs = _clicks(truth, p, test_draws, gen, chunk_users)
     shape = (n_users, n_items)
     train_keys = train_pairs[0] * n_items + train_pairs[1]
     fresh = ~np.isin(test_pairs[0] * n_items + test_pairs[1], train_keys)
     test_pairs = (test_pairs[0][fresh], test_pairs[1][fresh])
 
     user_map, item_map = IdMap(np.arange(n_users)), IdMap(np.arange(n_items))
-    train = _interactions(sim, train_pairs, shape, user_map, item_map, rng, "simulated train")
-    test = _interactions(sim, test_pairs, shape, user_map, item_map, rng, "simulated test")
+    train = _interactions(truth, train_pairs, shape, user_map, item_map, rng, "simulated train")
+    test = _interactions(truth, test_pairs, shape, user_map, item_map, rng, "simulated test")
     p_np = p.numpy()
     return Simulation(
-        train=train, test=test,
-        unbiased_test=_uniform_test(sim, train, mar_items, rng),
+        user_f, item_f, affinity, bias, seed, train=train, test=test,
+        unbiased_test=_uniform_test(truth, train, mar_items, rng),
         train_propensity=_exposure_propensity(p_np, draws, "simulated training exposure"),
         test_propensity=_exposure_propensity(p_np, test_draws, "simulated test exposure"),
         item_features=_item_features(item_f, p_np, rng),
-        item_text=_item_text(item_f, rng),
-        user_factors=user_f, item_factors=item_f, affinity=affinity, bias=bias, seed=seed)
+        item_text=_item_text(item_f, rng))
 
 
 def _calibrate_bias(user_f, item_f, affinity, rate, gen, sample=200_000) -> float:
@@ -181,7 +182,7 @@ def _calibrate_draws(p: torch.Tensor, activity: np.ndarray, exposures: float, n_
     return np.clip(draws, 1, 20 * n_items).astype(np.int64)
 
 
-def _clicks(sim: Simulation, p, draws, gen, chunk_users) -> tuple[np.ndarray, np.ndarray]:
+def _clicks(truth: Relevance, p, draws, gen, chunk_users) -> tuple[np.ndarray, np.ndarray]:
     """Exposed pairs (multinomial draws with replacement, deduplicated) that are relevant."""
     n_items = len(p)
     users_out, items_out = [], []
@@ -192,15 +193,15 @@ def _clicks(sim: Simulation, p, draws, gen, chunk_users) -> tuple[np.ndarray, np
         users = torch.arange(start, start + len(d)).repeat_interleave(d)
         keys = torch.unique(users * n_items + items)
         u, i = (keys // n_items).numpy(), (keys % n_items).numpy()
-        relevant = sim.relevance(u, i).numpy()
+        relevant = truth.relevance(u, i).numpy()
         users_out.append(u[relevant])
         items_out.append(i[relevant])
     return np.concatenate(users_out), np.concatenate(items_out)
 
 
-def _interactions(sim, pairs, shape, user_map, item_map, rng, source) -> Interactions:
+def _interactions(truth: Relevance, pairs, shape, user_map, item_map, rng, source) -> Interactions:
     users, items = pairs
-    gamma = sim.relevance_probability(users, items).numpy()
+    gamma = truth.relevance_probability(users, items).numpy()
     # deeper feedback for more relevant pairs: cart with prob 0.4 gamma, then purchase 0.5 gamma
     cart = rng.random(len(users)) < 0.4 * gamma
     purchase = cart & (rng.random(len(users)) < 0.5 * gamma)
@@ -217,7 +218,7 @@ def _interactions(sim, pairs, shape, user_map, item_map, rng, source) -> Interac
                         {"source": source, "pairs": len(users)})
 
 
-def _uniform_test(sim: Simulation, train: Interactions, per_user: int, rng) -> CandidateSet:
+def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng) -> CandidateSet:
     """`per_user` distinct items per user, uniformly among items the user did not click in
     training (fewer only where a user clicked nearly the whole catalogue)."""
     n_users, n_items = train.matrix.shape
@@ -235,7 +236,7 @@ def _uniform_test(sim: Simulation, train: Interactions, per_user: int, rng) -> C
     items = np.take_along_axis(cand, order, 1)
     users = np.broadcast_to(np.arange(n_users)[:, None], items.shape)
     users, items = users[keep], items[keep]
-    labels = sim.relevance(users, items).numpy()
+    labels = truth.relevance(users, items).numpy()
     return CandidateSet(users, items, labels.astype(np.float32))
 
 
