@@ -18,7 +18,7 @@ from recsys.data.io import read_events, read_table
 from recsys.data.split import split
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate, parse_ks
-from recsys.models.base import create_model, get_model_class, load_model, model_names, preset_params
+from recsys.models.base import create_model, get_model_class, model_names, preset_params, save_seen
 
 log = logging.getLogger("recsys")
 
@@ -117,20 +117,22 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
     model.fit(train, valid=valid)
     model.save(args.out)
+    save_seen(args.out, train)
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in model.fit_info_.items())
     print(f"trained {args.model} ({info}) -> {args.out}")
 
 
 def _model_and_data(args: argparse.Namespace):
-    if args.model.startswith(("models:/", "runs:/")):
-        from pipelines.export import load_registered
+    """The model named by --model and the items to exclude: --train, else the stored ones."""
+    from pipelines.export import open_model
 
-        model = load_registered(args.model)
-    else:
-        model = load_model(args.model)
-    train = read_interactions(args.train, user_map=model.user_map_, item_map=model.item_map_)
-    return model, train
+    model, seen, _ = open_model(args.model)
+    if args.train:
+        seen = read_interactions(args.train, user_map=model.user_map_, item_map=model.item_map_)
+    elif seen is None:
+        raise RecsysError(f"{args.model} stores no training items: pass --train FILE")
+    return model, seen
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -208,8 +210,6 @@ def cmd_export(args: argparse.Namespace) -> None:
     run_id = args.run
     if args.model:
         mlflow.set_experiment(args.experiment)
-        if not args.train:
-            raise RecsysError("--model needs --train (its items are excluded at serving time)")
         model, train = _model_and_data(args)
         with mlflow.start_run(run_name=f"export {args.name}") as run:
             log_model_dir(model, train)
@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="full-ranking metrics of a model on a test file")
     ev.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
-    ev.add_argument("--train", required=True, help="training file (its items are excluded)")
+    ev.add_argument("--train", help="training file (its items are excluded; default: the ones "
+                    "stored with the model)")
     ev.add_argument("--test", required=True, help="test file")
     ev.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
     ev.add_argument("--json", help="also write the metrics to this JSON file")
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="batch top-K recommendations to Parquet")
     rec.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
-    rec.add_argument("--train", required=True, help="training file (its items are excluded)")
+    rec.add_argument("--train", help="training file (its items are excluded; default: the ones "
+                     "stored with the model)")
     rec.add_argument("--users", help="file with a user_id column (default: all known users)")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
     rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
@@ -296,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a model as an MLflow pyfunc model and register it")
     src = exp.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="an MLflow run with a model/ artifact (e.g. from compare)")
-    src.add_argument("--model", help="a model folder (needs --train)")
-    exp.add_argument("--train", help="training file of --model")
+    src.add_argument("--model", help="a model folder")
+    exp.add_argument("--train", help="training file of --model (default: the one stored with it)")
     exp.add_argument("--name", required=True, help="registered model name")
     exp.add_argument("--alias", default="champion", help="alias to move to the new version")
     exp.add_argument("--experiment", default="recsys", help="experiment of the export run (--model)")

@@ -10,7 +10,6 @@ import numpy
 import pandas as pd
 import safetensors
 import scipy
-import scipy.sparse as sp
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -21,7 +20,7 @@ import recsys
 from pipelines.tracking import tracking_uri
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
-from recsys.models.base import BaseRecommender, load_model
+from recsys.models.base import BaseRecommender, load_model, load_seen, save_seen
 
 WRAPPER = Path(__file__).with_name("pyfunc_model.py")
 # the library travels inside the exported model (code_paths), its dependencies as requirements
@@ -46,11 +45,10 @@ def log_pyfunc(model: BaseRecommender, seen: Interactions, name: str = "pyfunc")
     """Log `model` with its id maps and the seen-item matrix in the active run."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model")
-        sp.save_npz(Path(tmp) / "seen.npz", seen.matrix.tocsr())
+        save_seen(Path(tmp) / "model", seen)
         example = pd.DataFrame({"user_id": model.user_map_.ids[:2]})
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(WRAPPER),
-            artifacts={"model": str(Path(tmp) / "model"), "seen": str(Path(tmp) / "seen.npz")},
+            name=name, python_model=str(WRAPPER), artifacts={"model": str(Path(tmp) / "model")},
             signature=signature(model), input_example=example,
             code_paths=[str(Path(recsys.__file__).parent)], pip_requirements=REQUIREMENTS)
 
@@ -60,7 +58,7 @@ def log_model_dir(model: BaseRecommender, seen: Interactions) -> None:
     run can be exported later (`recsys export --run`)."""
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model")
-        sp.save_npz(Path(tmp) / "model" / "seen.npz", seen.matrix.tocsr())
+        save_seen(Path(tmp) / "model", seen)
         mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
 
 
@@ -68,7 +66,9 @@ def export_run(run_id: str, name: str, alias: str | None = "champion") -> int:
     """Log a pyfunc model in run `run_id` from its `model/` folder, and register it."""
     local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model"))
     model = load_model(local)
-    seen = Interactions(sp.load_npz(local / "seen.npz").tocsr(), model.user_map_, model.item_map_)
+    seen = load_seen(local, model)
+    if seen is None:
+        raise RecsysError(f"run {run_id}: its model/ folder has no seen-item matrix")
     with mlflow.start_run(run_id=run_id):
         info = log_pyfunc(model, seen)
     return register(info.model_uri, name, alias)
@@ -82,10 +82,16 @@ def register(model_uri: str, name: str, alias: str | None = "champion") -> int:
     return int(version.version)
 
 
-def load_registered(uri: str) -> BaseRecommender:
-    """The recsys model behind models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model."""
+def is_registry_uri(ref: str) -> bool:
+    return ref.startswith(("models:/", "runs:/"))
+
+
+def download_model(uri: str) -> tuple[Path, str]:
+    """A local copy of the recsys model folder behind models:/NAME@ALIAS, models:/NAME/VERSION
+    or runs:/ID/model, and a version label (NAME/VERSION, or the run id)."""
     mlflow.set_tracking_uri(tracking_uri())
     try:
+        label = uri.removeprefix("runs:/").split("/")[0]
         if uri.startswith("models:/"):
             ref = uri.removeprefix("models:/")
             client = MlflowClient()
@@ -93,8 +99,18 @@ def load_registered(uri: str) -> BaseRecommender:
                 version = client.get_model_version_by_alias(*ref.split("@", 1))
             else:
                 version = client.get_model_version(*ref.split("/", 1))
-            uri = f"runs:/{version.run_id}/model"
-        return load_model(mlflow.artifacts.download_artifacts(uri))
+            uri, label = f"runs:/{version.run_id}/model", f"{version.name}/{version.version}"
+        return Path(mlflow.artifacts.download_artifacts(uri)), label
     except (MlflowException, ValueError, TypeError) as exc:
         raise RecsysError(f"{uri}: cannot be loaded from {tracking_uri()}: "
                           f"{str(exc).splitlines()[0]}") from exc
+
+
+def open_model(ref: str) -> tuple[BaseRecommender, Interactions | None, str]:
+    """Model, stored seen items (None if absent) and version label of a folder or registry URI."""
+    if is_registry_uri(ref):
+        path, label = download_model(ref)
+    else:
+        path, label = Path(ref), "local"
+    model = load_model(path)
+    return model, load_seen(path, model), label

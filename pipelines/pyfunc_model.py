@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from recsys.data.interactions import Interactions
-from recsys.models.base import load_model
+from recsys.models.base import load_model, load_seen
 
 
 class RecsysModel(PythonModel):
     def load_context(self, context) -> None:
         self.model = load_model(context.artifacts["model"])
-        seen = sp.load_npz(context.artifacts["seen"]).tocsr()
-        self.seen = Interactions(seen, self.model.user_map_, self.model.item_map_)
+        self.seen = load_seen(context.artifacts["model"], self.model)
         self.popular = np.argsort(-self.seen.item_popularity, kind="stable")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

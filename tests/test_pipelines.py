@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from pipelines.cli import main
 from pipelines.config import load_config
 from recsys.errors import RecsysError
-from recsys.models.base import load_model
+from recsys.models.base import load_model, load_seen
 
 TINY = """
 experiment: tiny
@@ -98,11 +98,7 @@ def test_compare_registers_the_winner_and_pyfunc_matches_the_model(sqlite_store,
     users = model.user_map_.ids[:4]
     got = pyfunc.predict(pd.DataFrame({"user_id": [*users, -1]}), params={"k": 7})
     assert got.loc[got.user_id == -1, "fallback"].all() and len(got[got.user_id == -1]) == 7
-    from scipy.sparse import load_npz
-
-    from recsys.data.interactions import Interactions
-
-    seen = Interactions(load_npz(f"{local}/seen.npz").tocsr(), model.user_map_, model.item_map_)
+    seen = load_seen(local, model)
     items, _ = model.recommend(np.arange(4), 7, exclude=seen)
     for row, user in enumerate(users):
         mine = got[got.user_id == user].sort_values("rank")["item_id"].tolist()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -17,6 +18,7 @@ from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 
 FORMAT_VERSION = 1
+SEEN_FILE = "seen.npz"  # the training matrix beside a model, for seen-item exclusion
 
 
 @runtime_checkable
@@ -186,3 +188,22 @@ def load_model(path: str | Path) -> BaseRecommender:
     model._load_state(load_file(str(path / "weights.safetensors")))
     model.fit_info_ = config.get("fit_info", {})
     return model
+
+
+def save_seen(path: str | Path, seen: Interactions) -> None:
+    """Store the users' seen items (usually the training data) in model folder `path`, so the
+    folder alone can serve recommendations that leave out what users already have."""
+    sp.save_npz(Path(path) / SEEN_FILE, seen.matrix.tocsr())
+
+
+def load_seen(path: str | Path, model: BaseRecommender) -> Interactions | None:
+    """The seen items stored beside `model` in folder `path`, or None if there are none."""
+    file = Path(path) / SEEN_FILE
+    if not file.exists():
+        return None
+    matrix = sp.load_npz(file).tocsr()
+    expected = (len(model.user_map_), len(model.item_map_))
+    if matrix.shape != expected:
+        raise RecsysError(f"{file}: seen-item matrix has shape {matrix.shape}, "
+                          f"the model has {expected[0]} users x {expected[1]} items")
+    return Interactions(matrix, model.user_map_, model.item_map_)
