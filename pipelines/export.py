@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -107,10 +108,14 @@ def download_model(uri: str) -> tuple[Path, str]:
 
 
 def open_model(ref: str) -> tuple[BaseRecommender, Interactions | None, str]:
-    """Model, stored seen items (None if absent) and version label of a folder or registry URI."""
+    """Model, stored seen items (None if absent) and a version label of a folder or registry
+    URI: NAME/VERSION, a run id, or for a folder a digest of its weights."""
     if is_registry_uri(ref):
         path, label = download_model(ref)
     else:
-        path, label = Path(ref), "local"
+        path = Path(ref)
+        weights = path / "weights.safetensors"
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "?"
+        label = f"sha256:{digest}"
     model = load_model(path)
     return model, load_seen(path, model), label

@@ -1,0 +1,91 @@
+"""Typed request and response bodies of the scoring endpoint (they make the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+Id = StrictInt | StrictStr
+Filters = dict[str, list[Id]]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
+
+class _Ranking(_Request):
+    k: int = Field(10, ge=1, description="number of items to return (at most the server's max_k)")
+    exclude_seen: bool = Field(True, description="leave out the items the user already has")
+    item_ids: list[Id] | None = Field(None, description="rank only these candidate items")
+    exclude_item_ids: list[Id] = Field([], description="never return these items")
+    filters: Filters | None = Field(None, description="item attribute -> allowed values; "
+                                    "several attributes must all match")
+
+
+class RecommendRequest(_Ranking):
+    user_id: Id
+
+
+class BatchRecommendRequest(_Ranking):
+    user_ids: list[Id] = Field(min_length=1)
+
+
+class ScoreRequest(_Request):
+    user_id: Id
+    item_ids: list[Id] = Field(description="items to score, answered in this order")
+
+
+class ReloadRequest(_Request):
+    model: str | None = Field(None, description="model to load instead (default: the configured "
+                              "one, so models:/NAME@ALIAS picks up a moved alias)")
+
+
+class ScoredItem(BaseModel):
+    item_id: Id
+    score: float
+    rank: int
+
+
+class Recommendation(BaseModel):
+    user_id: Id
+    fallback: bool = Field(description="true: the user is unknown to the model and got the most "
+                           "popular items")
+    items: list[ScoredItem]
+    unknown_item_ids: list[Id] = Field(description="requested item ids the model does not know")
+
+
+class RecommendResponse(Recommendation):
+    model_version: str
+
+
+class BatchRecommendResponse(BaseModel):
+    model_version: str
+    results: list[Recommendation]
+
+
+class ItemScore(BaseModel):
+    item_id: Id
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    user_id: Id
+    fallback: bool
+    scores: list[ItemScore]
+    unknown_item_ids: list[Id]
+    model_version: str
+
+
+class SimilarResponse(BaseModel):
+    item_id: Id
+    items: list[ScoredItem]
+    model_version: str
+
+
+class ModelStatus(BaseModel):
+    status: str
+    model: str | None = None
+    version: str | None = None
+    source: str | None = None
+    n_users: int | None = None
+    n_items: int | None = None
+    error: str | None = None
