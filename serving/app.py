@@ -77,7 +77,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    def current_engine() -> Engine:
+    async def current_engine() -> Engine:  # async: no thread hop per request
         engine = state.engine
         if engine is None:
             raise HTTPException(503, state.error or "the model is still loading")
@@ -166,7 +166,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     bearer = HTTPBearer(auto_error=False)
 
-    def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+    async def require_admin(credentials: Credentials) -> None:
         if settings.admin_token is None:
             raise HTTPException(403, "reload is disabled: no admin token is configured "
                                 "(RECSYS_SERVE_ADMIN_TOKEN)")

@@ -223,7 +223,7 @@ class Engine:
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the k largest finite scores, best first."""
     if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
+        part = np.argpartition(scores, len(scores) - k)[-k:]  # no negated copy of the scores
     else:
         part = np.arange(len(scores))
     order = part[np.argsort(-scores[part], kind="stable")]
