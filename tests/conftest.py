@@ -1,4 +1,5 @@
 import os
+import socket
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -24,3 +25,24 @@ def small_data(small_log) -> Interactions:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch):
+    """A fresh MLflow SQLite tracking store, the working directory and MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.end_run()

@@ -1,7 +1,6 @@
 """MLflow pipelines against real tracking stores: SQLite, and an `mlflow server` on 127.0.0.1."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -36,16 +35,6 @@ def tiny_config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     return path
-
-
-@pytest.fixture
-def sqlite_store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.end_run()
 
 
 @pytest.mark.parametrize("text, needle", [
@@ -107,14 +96,8 @@ def test_compare_registers_the_winner_and_pyfunc_matches_the_model(sqlite_store,
     assert len(unfiltered) == 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch, capsys):
-    port = free_port()
+def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch, capsys, free_port):
+    port = free_port
     exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
     server = subprocess.Popen(
         [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
