@@ -14,6 +14,7 @@ import numpy as np
 
 from recsys.data.datasets import download, registry
 from recsys.data.files import read_interactions
+from recsys.data.idmap import normalize_ids
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_events, read_table
 from recsys.data.split import split
@@ -162,6 +163,9 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     k = parse_ks(args.k)
     if len(k) != 1:
         raise RecsysError(f"--k takes one value for recommend, got {args.k}")
+    if args.spark:
+        _recommend_spark(args, k[0])
+        return
     model, train = _model_and_data(args)
     if args.users:
         frame = read_table(args.users, ["user_id"])
@@ -178,6 +182,24 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     rows = recommend_to_parquet(model, users, k[0], args.out, exclude=train,
                                 chunk_users=args.chunk_users)
     print(f"{rows} recommendations for {len(users)} users -> {args.out}")
+
+
+def _recommend_spark(args: argparse.Namespace, k: int) -> None:
+    from pipelines.export import open_model
+    from pipelines.spark_batch import recommend_spark_to_parquet
+
+    if not args.model.startswith("models:/"):
+        raise RecsysError(f"--spark scores an exported pyfunc model: pass models:/NAME@ALIAS, "
+                          f"not {args.model!r} (recsys export registers a model folder)")
+    if args.train:
+        raise RecsysError("--spark excludes the training items stored in the exported model; "
+                          "drop --train")
+    if args.users:
+        users = normalize_ids(read_table(args.users, ["user_id"])["user_id"])
+    else:
+        users = open_model(args.model)[0].user_map_.ids
+    rows = recommend_spark_to_parquet(args.model, users.tolist(), k, args.out)
+    print(f"{rows} recommendations for {len(users)} users -> {args.out} (Parquet folder)")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -319,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
     rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
     rec.add_argument("--chunk-users", type=int, help="users scored per chunk (default: by memory)")
+    rec.add_argument("--spark", action="store_true",
+                     help="score on a local Spark session through mlflow.pyfunc.spark_udf "
+                     "(needs the [spark] extra and a models:/ URI; --out becomes a Parquet folder; "
+                     "unknown users get popular items flagged in a fallback column)")
     rec.set_defaults(func=cmd_recommend)
 
     cmp = sub.add_parser("compare", help="train and compare models as MLflow runs")

@@ -18,7 +18,15 @@ import pandas as pd  # noqa: E402
 
 from pipelines.config import CompareConfig, FileData  # noqa: E402
 from pipelines.export import export_run, log_model_dir  # noqa: E402
-from pipelines.tracking import EpochLogger, fingerprint, metric_key, tracking_uri  # noqa: E402
+from pipelines.tracking import (  # noqa: E402
+    OWNER_TAG,
+    EpochLogger,
+    close_orphaned_runs,
+    fingerprint,
+    metric_key,
+    owner,
+    tracking_uri,
+)
 from recsys.data.interactions import Interactions  # noqa: E402
 from recsys.data.io import read_events  # noqa: E402
 from recsys.data.simulate import simulate  # noqa: E402
@@ -65,11 +73,14 @@ def compare(config: CompareConfig) -> pd.DataFrame:
     A failing variant is marked FAILED with its error and the others still run.
     """
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(config.experiment)
+    experiment = mlflow.set_experiment(config.experiment)
+    orphans = close_orphaned_runs(experiment.experiment_id)
+    if orphans:
+        log.warning("marked %d runs of an interrupted comparison KILLED; starting afresh", len(orphans))
     data = prepare_data(config)
     data_fp = fingerprint(data.train, data.rule)
     rows, curves = [], {}
-    with mlflow.start_run(run_name=f"compare {config.experiment}") as parent:
+    with mlflow.start_run(run_name=f"compare {config.experiment}", tags={OWNER_TAG: owner()}) as parent:
         mlflow.log_params({"data": data.rule[:500], "models": len(config.models),
                            "select": config.select})
         mlflow.set_tag("dataset_fingerprint", data_fp)
@@ -94,7 +105,7 @@ def compare(config: CompareConfig) -> pd.DataFrame:
 
 def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp):
     logger = EpochLogger(config.select)
-    with mlflow.start_run(run_name=name, nested=True) as run:
+    with mlflow.start_run(run_name=name, nested=True, tags={OWNER_TAG: owner()}) as run:
         mlflow.log_params({"model": model_name, **params})
         mlflow.set_tag("dataset_fingerprint", fp)
         try:

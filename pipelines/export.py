@@ -38,7 +38,8 @@ def signature(model: BaseRecommender) -> ModelSignature:
         outputs=Schema([ColSpec(user_type, "user_id"), ColSpec(item_type, "item_id"),
                         ColSpec("float", "score"), ColSpec("long", "rank"),
                         ColSpec("boolean", "fallback")]),
-        params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("filter_seen", "boolean", True)]),
+        params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("filter_seen", "boolean", True),
+                            ParamSpec("output", "string", "rows")]),
     )
 
 

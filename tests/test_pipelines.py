@@ -94,6 +94,11 @@ def test_compare_registers_the_winner_and_pyfunc_matches_the_model(sqlite_store,
         assert mine == model.item_map_.to_ids(items[row]).tolist()
     unfiltered = pyfunc.predict(pd.DataFrame({"user_id": users[:1]}), params={"k": 3, "filter_seen": False})
     assert len(unfiltered) == 3
+    lists = pyfunc.predict(pd.DataFrame({"user_id": [-1, *users]}), params={"k": 7, "output": "lists"})
+    assert lists.user_id.tolist() == [-1, *users] and lists.fallback.tolist() == [True] + [False] * 4
+    for user, item_ids, scores in zip(lists.user_id, lists.item_ids, lists.scores, strict=True):
+        mine = got[got.user_id == user].sort_values("rank")
+        assert item_ids == mine.item_id.tolist() and np.allclose(scores, mine.score)
 
 
 def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch, capsys, free_port):
@@ -143,3 +148,43 @@ def test_export_a_model_folder_and_batch_recommend_from_the_registry(sqlite_stor
     assert main(["recommend", "--model", "models:/nothing@champion", "--train",
                  str(tmp_path / "train.parquet"), "--out", str(tmp_path / "x.parquet")]) == 2
     assert "models:/nothing@champion: cannot be loaded" in capsys.readouterr().err
+
+
+def test_a_comparison_killed_midway_leaves_a_clean_store(sqlite_store, tmp_path):
+    """SIGKILL during the second run: the first run stays FINISHED with its metrics; the next
+    comparison marks the orphaned runs KILLED and runs afresh."""
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(TINY.replace("experiment: tiny", "experiment: crash")
+                    .replace("register_as: tiny-model", "")
+                    .replace("params: {epochs: 4, factors: 8}", "params: {epochs: 100000, patience: 100000}")
+                    .replace("grid: {loss: [bpr, nonsense]}", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "compare", "--config", str(slow)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, deadline = MlflowClient(sqlite_store), time.time() + 120
+    try:
+        while True:
+            assert proc.poll() is None and time.time() < deadline, "comparison ended before the kill"
+            exp = client.get_experiment_by_name("crash")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            status = {r.info.run_name: r.info.status for r in runs}
+            if status.get("pop") == "FINISHED" and status.get("mf") == "RUNNING":
+                break
+            time.sleep(0.3)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    before = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+
+    quick = tmp_path / "quick.yaml"
+    quick.write_text("experiment: crash\ndata: {kind: simulate, n_users: 300, n_items: 200, "
+                     "n_interactions: 4000, seed: 0}\nmodels:\n  - name: pop\nk: [5, 20]\n")
+    assert main(["compare", "--config", str(quick)]) == 0
+    after = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    for run_id, old in before.items():
+        new = after[run_id]
+        if old.info.run_name == "pop":
+            assert new.info.status == "FINISHED" and new.data.metrics == old.data.metrics
+        else:  # the killed mf run and its parent
+            assert new.info.status == "KILLED" and "ended before the run finished" in new.data.tags["error"]
+    fresh = [r for r in after.values() if r.info.run_id not in before]
+    assert len(fresh) == 2 and all(r.info.status == "FINISHED" for r in fresh)
