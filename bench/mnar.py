@@ -12,6 +12,7 @@ clicked) counted as relevant, as mean +- standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -90,7 +91,8 @@ def main() -> None:
     cells = [(bias, seed, label, name, params) for bias in map(float, args.biases.split(","))
              for seed in map(int, args.seeds.split(",")) for label, (name, params) in args.models.items()]
     if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        # spawn: forked children cannot use CUDA once the parent has touched it
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(pool.map(run, *zip(*cells, strict=True), [args] * len(cells)))
     else:
         rows = [run(*cell, args) for cell in cells]
