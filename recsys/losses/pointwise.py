@@ -39,16 +39,18 @@ def wmf_loss(logits: torch.Tensor, clicks: torch.Tensor, neg_weight: float,
 
 
 def relmf_loss(logits: torch.Tensor, clicks: torch.Tensor, propensity: torch.Tensor,
-               clip: float = 0.0, per_pair: PerPair = "log") -> torch.Tensor:
+               clip: float = 0.0, per_pair: PerPair = "log", beta: float | None = None) -> torch.Tensor:
     """Rel-MF unbiased loss: (Y/theta) delta1 + (1 - Y/theta) delta0, theta = max(theta, clip).
 
-    Its expectation over exposure equals the loss under true relevance. Without clipping,
-    1 - Y/theta is very negative for rarely exposed clicks and the loss is unbounded below.
+    Its expectation over exposure equals the loss under true relevance. For a click,
+    1 - Y/theta < 0, so with log loss the term rewards s -> 1 without bound; `beta` clamps each
+    pair's loss below at -beta (as UBPR does), which bounds it while keeping log loss.
     """
     theta = propensity.clamp(min=clip) if clip > 0 else propensity
     w = torch.where(clicks > 0, clicks / theta, 0.0)  # a non-click weighs 0 even where theta is 0
     d1, d0 = deltas(logits, per_pair)
-    return w * d1 + (1 - w) * d0
+    loss = w * d1 + (1 - w) * d0
+    return loss.clamp(min=-beta) if beta is not None else loss
 
 
 def ideal_loss(logits: torch.Tensor, relevance: torch.Tensor, per_pair: PerPair = "log") -> torch.Tensor:

@@ -158,7 +158,7 @@ class MF(FactorModel):
                 per_pair = wmf_loss(logits, clicks, self.neg_weight, per_pair_kind)
             else:
                 per_pair = relmf_loss(logits, clicks, propensity(all_users, all_items),
-                                      per_pair=per_pair_kind)
+                                      per_pair=per_pair_kind, beta=self.beta)
             return per_pair.mean() + self.reg * l2(u, i)
 
         return loss_fn
