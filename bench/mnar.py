@@ -32,15 +32,23 @@ MODELS = {
     "UBPR": ("ubpr", {}),
 }
 METRICS = ["dcg@3", "dcg@5", "recall@5", "map@5"]
+TRUE_PROPENSITY = "true_propensity"
 
 
 def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
-    """'Rel-MF lr 5e-4=relmf:lr=0.0005,epochs=600' -> (label, (registry name, params))."""
+    """'Rel-MF lr 5e-4=relmf:lr=0.0005,epochs=600' -> (label, (registry name, params)).
+
+    The pseudo-parameter `true_propensity` trains on the simulator's true exposure propensities
+    instead of ones estimated from item popularity."""
     from pipelines.cli import parse_params
 
     label, _, rest = spec.rpartition("=") if ":" not in spec else spec.partition("=")
     name, _, params = rest.partition(":")
-    return label or name, (name, parse_params(name, [p for p in params.split(",") if p]))
+    pairs = [p for p in params.split(",") if p]
+    params = parse_params(name, [p for p in pairs if p != TRUE_PROPENSITY])
+    if TRUE_PROPENSITY in pairs:
+        params[TRUE_PROPENSITY] = True
+    return label or name, (name, params)
 
 
 @lru_cache(maxsize=1)
@@ -55,9 +63,13 @@ def run(bias: float, seed: int, label: str, name: str, params: dict, args) -> di
     sim = simulated(bias, seed, args.users, args.items, args.interactions)
     clicks = sim.train.item_popularity
     rare = clicks < np.quantile(clicks, 0.8)
+    params = dict(params)
+    train = sim.train
+    if params.pop(TRUE_PROPENSITY, False):
+        train = train.with_propensity(sim.train_propensity)
     start = time.perf_counter()
     model = create_model(name, **{"progress": False, "seed": seed, "device": args.device, **params})
-    model.fit(sim.train)
+    model.fit(train)
     seconds = time.perf_counter() - start
     metrics = candidate_metrics(model, sim.unbiased_test, k=(3, 5), rare_items=rare)
     print(f"bias {bias} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
