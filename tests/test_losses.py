@@ -44,6 +44,9 @@ def test_unclipped_relmf_is_unbounded_below_and_clipping_bounds_it():
     clipped = relmf_loss(logits, torch.ones(7, dtype=torch.float64),
                          torch.full((7,), 0.01, dtype=torch.float64), clip=1.0)
     assert torch.all(clipped >= 0)
+    floored = relmf_loss(logits, torch.ones(7, dtype=torch.float64),
+                         torch.full((7,), 0.01, dtype=torch.float64), beta=4.0)
+    assert torch.equal(floored, raw.clamp(min=-4.0)) and floored[0] == raw[0] > -4.0
 
 
 @pytest.fixture
