@@ -278,6 +278,12 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 # ---- parser ------------------------------------------------------------------------------
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
+    parser.add_argument("--train", help="training file (its items are excluded; default: the "
+                        "ones stored with the model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys", description="Recommendation from implicit feedback.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -325,18 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="full-ranking metrics of a model on a test file")
-    ev.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
-    ev.add_argument("--train", help="training file (its items are excluded; default: the ones "
-                    "stored with the model)")
+    _model_arguments(ev)
     ev.add_argument("--test", required=True, help="test file")
     ev.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
 
     rec = sub.add_parser("recommend", help="batch top-K recommendations to Parquet")
-    rec.add_argument("--model", required=True, help="model folder or models:/NAME@ALIAS")
-    rec.add_argument("--train", help="training file (its items are excluded; default: the ones "
-                     "stored with the model)")
+    _model_arguments(rec)
     rec.add_argument("--users", help="file with a user_id column (default: all known users)")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
     rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
