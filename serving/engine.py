@@ -23,6 +23,7 @@ from recsys.models.base import BaseRecommender
 from recsys.models.factor import FactorModel
 
 Id = int | str
+BLOCK_SCORES = 1 << 22  # scores per block of a batch request (16 MB of float32)
 _CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 
 
@@ -145,11 +146,22 @@ class Engine:
         return cand, unknown
 
     # ---- scoring ---------------------------------------------------------------------------
-    def _user_scores(self, user: int, cand: np.ndarray | None) -> np.ndarray:
-        if self.user_factors is not None:
+    def _score_rows(self, users: np.ndarray, cand: np.ndarray | None) -> np.ndarray:
+        """Scores of `users` (rows; -1 = unknown, scored by popularity) over the candidates."""
+        popularity = self.popularity if cand is None else self.popularity[cand]
+        known = users >= 0
+        if known.all() and self.user_factors is not None:  # the common case, in one product
             factors = self.item_factors if cand is None else self.item_factors[cand]
-            return factors @ self.user_factors[user]
-        return self.model.score(np.array([user]), cand)[0].float().cpu().numpy()
+            return self.user_factors[users] @ factors.T
+        scores = np.empty((len(users), len(popularity)), dtype=np.float32)
+        scores[~known] = popularity
+        if known.any():
+            if self.user_factors is not None:
+                factors = self.item_factors if cand is None else self.item_factors[cand]
+                scores[known] = self.user_factors[users[known]] @ factors.T
+            else:
+                scores[known] = self.model.score(users[known], cand).float().cpu().numpy()
+        return scores
 
     def _masked(self, scores: np.ndarray, user: int, cand: np.ndarray | None,
                 exclude_seen: bool, exclude: np.ndarray | None) -> np.ndarray:
@@ -175,34 +187,29 @@ class Engine:
     def recommend_many(self, user_ids: Sequence[Id], k: int, *, exclude_seen: bool = True,
                        item_ids: Sequence[Id] | None = None, exclude_item_ids: Sequence[Id] = (),
                        filters: Mapping[str, Sequence[Id]] | None = None) -> list[Ranked]:
-        """`recommend` for several users, resolving candidates and filters once."""
+        """`recommend` for several users: candidates resolved once, users scored in blocks of
+        one matrix product each (at most BLOCK_SCORES scores in memory)."""
         cand, unknown = self.candidates(item_ids, filters)
         exclude = self.items.many(exclude_item_ids)[0] if exclude_item_ids else None
-        return [self._rank_for(self.users.get(u), k, cand, unknown, exclude_seen, exclude)
-                for u in user_ids]
-
-    def _rank_for(self, user: int, k: int, cand: np.ndarray | None, unknown: list,
-                  exclude_seen: bool, exclude: np.ndarray | None) -> Ranked:
+        users = np.fromiter((self.users.get(u) for u in user_ids), dtype=np.int64, count=len(user_ids))
         if cand is not None and len(cand) == 0:
-            return Ranked([], [], fallback=user < 0, unknown_item_ids=unknown)
-        if user >= 0:
-            scores = self._user_scores(user, cand)
-        else:
-            scores = (self.popularity if cand is None else self.popularity[cand]).copy()
-        scores = self._masked(scores, user, cand, exclude_seen, exclude)
-        top, values = _top_k(scores, k)
-        items = top if cand is None else cand[top]
-        return Ranked(self.items.ids[items].tolist(), values.tolist(), fallback=user < 0,
-                      unknown_item_ids=unknown)
+            return [Ranked([], [], fallback=u < 0, unknown_item_ids=unknown) for u in users]
+        block = max(1, BLOCK_SCORES // (self.n_items if cand is None else len(cand)))
+        ranked = []
+        for start in range(0, len(users), block):
+            rows = users[start:start + block]
+            for user, scores in zip(rows, self._score_rows(rows, cand), strict=True):
+                top, values = _top_k(self._masked(scores, user, cand, exclude_seen, exclude), k)
+                items = top if cand is None else cand[top]
+                ranked.append(Ranked(self.items.ids[items].tolist(), values.tolist(),
+                                     fallback=user < 0, unknown_item_ids=unknown))
+        return ranked
 
     def score(self, user_id: Id, item_ids: Sequence[Id]) -> Ranked:
         """Scores of the given items for a user, in request order (popularity for unknown users)."""
         user = self.users.get(user_id)
         cand, unknown = self.items.many(item_ids)
-        if user >= 0:
-            scores = self._user_scores(user, cand) if len(cand) else np.empty(0, np.float32)
-        else:
-            scores = self.popularity[cand]
+        scores = self._score_rows(np.array([user]), cand)[0]
         return Ranked(self.items.ids[cand].tolist(), scores.astype(float).tolist(),
                       fallback=user < 0, unknown_item_ids=unknown)
 

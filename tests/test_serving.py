@@ -63,10 +63,13 @@ def expected_top(model, data, users, k, items=None):
 
 
 # ---- engine ---------------------------------------------------------------------------------
-def test_engine_top_k_matches_the_model(engine, als, small_data):
+def test_engine_top_k_matches_the_model(engine, als, small_data, monkeypatch):
     users = small_data.user_map.ids[:25].tolist()
     got = [r.item_ids for r in engine.recommend_many(users, K)]
     assert got == expected_top(als, small_data, users, K)
+    monkeypatch.setattr("serving.engine.BLOCK_SCORES", 2 * small_data.n_items)  # blocks of 2 users
+    mixed = engine.recommend_many([*users[:5], "nobody"], K)
+    assert [r.item_ids for r in mixed[:5]] == got[:5] and mixed[5].fallback
     one = engine.recommend(users[0], K)
     ref = als.score(small_data.user_map.index_of(users[:1]))[0].numpy()
     assert np.allclose(one.scores, ref[small_data.item_map.index_of(one.item_ids)], atol=1e-5)
@@ -123,8 +126,10 @@ def test_engine_fallback_score_and_similar(engine, als, small_data):
 
 def test_engine_serves_models_without_factors(small_data):
     pop = Engine(create_model("pop").fit(small_data), small_data)
-    user = small_data.user_map.ids[1]
-    assert pop.recommend(user, K).item_ids == expected_top(pop.model, small_data, [user], K)[0]
+    users = small_data.user_map.ids[1:4].tolist()
+    got = pop.recommend_many([*users, "nobody"], K)
+    assert [r.item_ids for r in got[:3]] == expected_top(pop.model, small_data, users, K)
+    assert got[3].fallback and len(got[3].item_ids) == K
     with pytest.raises(RequestError, match="need item factors") as err:
         pop.similar(small_data.item_map.ids[0], 3)
     assert err.value.status == 501
