@@ -228,12 +228,17 @@ class Engine:
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest finite scores, best first."""
-    if k < len(scores):
-        part = np.argpartition(scores, len(scores) - k)[-k:]  # no negated copy of the scores
+    """Indices and values of the k largest finite scores, best first; ties go to the lower
+    index, so equal scores (popularity counts) always rank the same way."""
+    n = len(scores)
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)[:k - len(above)]
+        part = np.concatenate([above, ties])
     else:
-        part = np.arange(len(scores))
-    order = part[np.argsort(-scores[part], kind="stable")]
+        part = np.arange(n)
+    order = part[np.lexsort((part, -scores[part]))]
     values = scores[order]
     finite = np.isfinite(values)
     if not finite.all():
