@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from recsys.errors import RecsysError
 from serving import schemas
+from serving.batcher import RecommendBatcher
 from serving.engine import Engine, Ranked, RequestError
 from serving.loader import load_engine
 from serving.observe import Metrics, ObserveMiddleware, configure_access_log
@@ -58,6 +59,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     (/readyz answers 503 until it is in memory)."""
     metrics = Metrics()
     state = ServingState(settings, metrics, engine)
+    batcher = RecommendBatcher()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -67,6 +69,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         yield
         if task is not None and not task.done():
             task.cancel()
+        await batcher.stop()
 
     app = FastAPI(title="recsys scoring", lifespan=lifespan,
                   description="Top-k recommendations, scores and similar items from a recsys model.")
@@ -106,9 +109,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def recommend(body: schemas.RecommendRequest, engine: ServedEngine):
         """Top-k items for one user; unknown users get the most popular items (`fallback`)."""
         check(body)
-        ranked = engine.recommend(body.user_id, body.k, exclude_seen=body.exclude_seen,
-                                  item_ids=body.item_ids, exclude_item_ids=body.exclude_item_ids,
-                                  filters=body.filters)
+        if body.item_ids is None and not body.exclude_item_ids and not body.filters:
+            ranked = await batcher.recommend(engine, body.user_id, body.k, body.exclude_seen)
+        else:
+            ranked = engine.recommend(body.user_id, body.k, exclude_seen=body.exclude_seen,
+                                      item_ids=body.item_ids, exclude_item_ids=body.exclude_item_ids,
+                                      filters=body.filters)
         return {**recommendation(body.user_id, ranked), "model_version": engine.version}
 
     @app.post("/recommend/batch", response_model=schemas.BatchRecommendResponse)

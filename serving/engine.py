@@ -187,10 +187,21 @@ class Engine:
     def recommend_many(self, user_ids: Sequence[Id], k: int, *, exclude_seen: bool = True,
                        item_ids: Sequence[Id] | None = None, exclude_item_ids: Sequence[Id] = (),
                        filters: Mapping[str, Sequence[Id]] | None = None) -> list[Ranked]:
-        """`recommend` for several users: candidates resolved once, users scored in blocks of
-        one matrix product each (at most BLOCK_SCORES scores in memory)."""
+        """`recommend` for several users, candidates and filters resolved once."""
         cand, unknown = self.candidates(item_ids, filters)
         exclude = self.items.many(exclude_item_ids)[0] if exclude_item_ids else None
+        n = len(user_ids)
+        return self._rank(user_ids, [k] * n, [exclude_seen] * n, cand, unknown, exclude)
+
+    def recommend_each(self, user_ids: Sequence[Id], ks: Sequence[int],
+                       exclude_seen: Sequence[bool]) -> list[Ranked]:
+        """Whole-catalogue top-k for independent requests, each with its own k and
+        exclude_seen, scored together: how concurrent requests share one matrix product."""
+        return self._rank(user_ids, ks, exclude_seen, None, [], None)
+
+    def _rank(self, user_ids: Sequence[Id], ks: Sequence[int], exclude_seen: Sequence[bool],
+              cand: np.ndarray | None, unknown: list, exclude: np.ndarray | None) -> list[Ranked]:
+        """Users scored in blocks of one matrix product (at most BLOCK_SCORES scores each)."""
         users = np.fromiter((self.users.get(u) for u in user_ids), dtype=np.int64, count=len(user_ids))
         if cand is not None and len(cand) == 0:
             return [Ranked([], [], fallback=u < 0, unknown_item_ids=unknown) for u in users]
@@ -198,8 +209,9 @@ class Engine:
         ranked = []
         for start in range(0, len(users), block):
             rows = users[start:start + block]
-            for user, scores in zip(rows, self._score_rows(rows, cand), strict=True):
-                top, values = _top_k(self._masked(scores, user, cand, exclude_seen, exclude), k)
+            for row, (user, scores) in enumerate(zip(rows, self._score_rows(rows, cand), strict=True)):
+                masked = self._masked(scores, user, cand, exclude_seen[start + row], exclude)
+                top, values = _top_k(masked, ks[start + row])
                 items = top if cand is None else cand[top]
                 ranked.append(Ranked(self.items.ids[items].tolist(), values.tolist(),
                                      fallback=user < 0, unknown_item_ids=unknown))

@@ -150,6 +150,40 @@ def test_integer_ids_accept_json_numbers_and_text(tmp_path):
     assert not engine.recommend(10, 3).fallback and engine.recommend("010", 3).fallback
 
 
+def test_concurrent_requests_share_one_product(engine, small_data):
+    import asyncio
+
+    from serving.batcher import RecommendBatcher
+
+    calls = []
+    original = engine.recommend_each
+
+    def counting(user_ids, ks, exclude_seen):
+        calls.append(len(user_ids))
+        return original(user_ids, ks, exclude_seen)
+
+    users = [*small_data.user_map.ids[:9].tolist(), "nobody"]
+
+    async def burst():
+        batcher = RecommendBatcher()
+        try:
+            return await asyncio.gather(*(batcher.recommend(engine, u, 3 + i % 2, i % 3 > 0)
+                                          for i, u in enumerate(users)))
+        finally:
+            await batcher.stop()
+
+    engine.recommend_each = counting
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        del engine.recommend_each
+    assert calls == [len(users)]
+    for i, (user, answer) in enumerate(zip(users, answers, strict=True)):
+        alone = engine.recommend(user, 3 + i % 2, exclude_seen=i % 3 > 0)
+        assert answer.item_ids == alone.item_ids and answer.fallback == alone.fallback
+        assert np.allclose(answer.scores, alone.scores, rtol=1e-5)
+
+
 # ---- HTTP -----------------------------------------------------------------------------------
 @contextmanager
 def running(app, port):

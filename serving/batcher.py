@@ -1,0 +1,50 @@
+"""Concurrent /recommend requests share one matrix product.
+
+At 100K items a request is bound by reading the item factors once; scoring the users of all
+requests waiting at that moment in one product reads them once for all. Nothing waits on a
+timer: the batcher takes what has queued while the previous block was being scored, so a
+lone request is answered at once and a busy server batches by itself.
+"""
+
+import asyncio
+from itertools import groupby
+
+from serving.engine import Engine, Id, Ranked
+
+
+class RecommendBatcher:
+    def __init__(self, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def recommend(self, engine: Engine, user_id: Id, k: int, exclude_seen: bool) -> Ranked:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((engine, user_id, k, exclude_seen, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            await asyncio.sleep(0)  # let requests that arrived together reach the queue
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            # one product per engine: a reload may swap the engine between two requests
+            for engine, group in groupby(batch, key=lambda item: item[0]):
+                group = [item for item in group if not item[4].cancelled()]
+                try:
+                    answers = engine.recommend_each([g[1] for g in group], [g[2] for g in group],
+                                                    [g[3] for g in group])
+                except Exception as exc:  # noqa: BLE001 (the requests get the error, the loop goes on)
+                    for item in group:
+                        item[4].set_exception(exc)
+                    continue
+                for item, answer in zip(group, answers, strict=True):
+                    item[4].set_result(answer)
