@@ -15,7 +15,8 @@ from serving.engine import Engine, Id, Ranked
 class RecommendBatcher:
     def __init__(self, max_batch: int = 64) -> None:
         self.max_batch = max_batch
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue
         self.task: asyncio.Task | None = None
 
     async def stop(self) -> None:
@@ -24,27 +25,43 @@ class RecommendBatcher:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def recommend(self, engine: Engine, user_id: Id, k: int, exclude_seen: bool) -> Ranked:
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run())
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop or self.task is None or self.task.done():
+            # a queue belongs to one event loop: (re)start on the loop that serves now
+            self.loop, self.queue = loop, asyncio.Queue()
+            self.task = loop.create_task(self._run())
+        future = loop.create_future()
         self.queue.put_nowait((engine, user_id, k, exclude_seen, future))
         return await future
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            await asyncio.sleep(0)  # let requests that arrived together reach the queue
-            while len(batch) < self.max_batch and not self.queue.empty():
+        batch: list = []
+        try:
+            while True:
+                batch = [await self.queue.get()]
+                await asyncio.sleep(0)  # let requests that arrived together reach the queue
+                while len(batch) < self.max_batch and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self._answer(batch)
+                batch = []
+        finally:  # cancelled (shutdown): nobody waits forever
+            while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            # one product per engine: a reload may swap the engine between two requests
-            for engine, group in groupby(batch, key=lambda item: item[0]):
-                group = [item for item in group if not item[4].cancelled()]
-                try:
-                    answers = engine.recommend_each([g[1] for g in group], [g[2] for g in group],
-                                                    [g[3] for g in group])
-                except Exception as exc:  # noqa: BLE001 (the requests get the error, the loop goes on)
-                    for item in group:
-                        item[4].set_exception(exc)
-                    continue
-                for item, answer in zip(group, answers, strict=True):
-                    item[4].set_result(answer)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("the server is shutting down"))
+
+    @staticmethod
+    def _answer(batch: list) -> None:
+        # one product per engine: a reload may swap the engine between two requests
+        for engine, group in groupby(batch, key=lambda item: item[0]):
+            group = [item for item in group if not item[4].done()]
+            try:
+                answers = engine.recommend_each([g[1] for g in group], [g[2] for g in group],
+                                                [g[3] for g in group])
+            except Exception as exc:  # noqa: BLE001 (the requests get the error, the loop goes on)
+                for item in group:
+                    item[4].set_exception(exc)
+                continue
+            for item, answer in zip(group, answers, strict=True):
+                item[4].set_result(answer)
