@@ -8,7 +8,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pipelines.export import open_model
 from pipelines.tracking import tracking_uri
 from recsys.errors import RecsysError
 
@@ -33,8 +32,9 @@ def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool =
 
     if k <= 0:
         raise RecsysError(f"k must be positive, got {k}")
-    item_type = "bigint" if open_model(model_uri)[0].item_map_.is_integer else "string"
     mlflow.set_tracking_uri(tracking_uri())
+    outputs = mlflow.models.get_model_info(model_uri).signature.outputs  # reads MLmodel only
+    item_type = "bigint" if outputs.input_dict()["item_id"].type.name == "long" else "string"
     udf = mlflow.pyfunc.spark_udf(
         spark, model_uri, env_manager="local",
         result_type=f"item_ids array<{item_type}>, scores array<float>, fallback boolean",

@@ -88,21 +88,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     ServedEngine = Annotated[Engine, Depends(current_engine)]
 
+    def within(what: str, value: int, setting: str) -> None:
+        limit = getattr(settings, setting)
+        if value > limit:
+            raise RequestError(f"{what}: {value} exceeds this server's {setting} of {limit}")
+
     def check(body: schemas._Ranking, users: int = 1) -> None:
-        limits = [(body.k, settings.max_k, "k", "max_k"),
-                  (users, settings.max_batch_users, "user_ids", "max_batch_users"),
-                  (len(body.item_ids or ()), settings.max_item_ids, "item_ids", "max_item_ids"),
-                  (len(body.exclude_item_ids), settings.max_item_ids, "exclude_item_ids", "max_item_ids")]
-        for value, limit, what, setting in limits:
-            if value > limit:
-                raise RequestError(f"{what}: {value} exceeds this server's {setting} of {limit}")
+        within("k", body.k, "max_k")
+        within("user_ids", users, "max_batch_users")
+        within("item_ids", len(body.item_ids or ()), "max_item_ids")
+        within("exclude_item_ids", len(body.exclude_item_ids), "max_item_ids")
+
+    def ranked_items(ranked: Ranked) -> list[dict]:
+        return [{"item_id": i, "score": s, "rank": r}
+                for r, (i, s) in enumerate(zip(ranked.item_ids, ranked.scores, strict=True), start=1)]
 
     def recommendation(user_id, ranked: Ranked) -> dict:
         if ranked.fallback:
             metrics.fallbacks.inc()
-        items = [{"item_id": i, "score": s, "rank": r}
-                 for r, (i, s) in enumerate(zip(ranked.item_ids, ranked.scores, strict=True), start=1)]
-        return {"user_id": user_id, "fallback": ranked.fallback, "items": items,
+        return {"user_id": user_id, "fallback": ranked.fallback, "items": ranked_items(ranked),
                 "unknown_item_ids": ranked.unknown_item_ids}
 
     @app.post("/recommend", response_model=schemas.RecommendResponse)
@@ -130,9 +134,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.post("/score", response_model=schemas.ScoreResponse)
     async def score(body: schemas.ScoreRequest, engine: ServedEngine):
         """The model's scores of the given items for a user, in request order."""
-        if len(body.item_ids) > settings.max_item_ids:
-            raise RequestError(f"item_ids: {len(body.item_ids)} exceeds this server's "
-                               f"max_item_ids of {settings.max_item_ids}")
+        within("item_ids", len(body.item_ids), "max_item_ids")
         ranked = engine.score(body.user_id, body.item_ids)
         if ranked.fallback:
             metrics.fallbacks.inc()
@@ -148,7 +150,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             raise RequestError(f"k: {k} must be between 1 and this server's max_k of {settings.max_k}")
         ranked = engine.similar(item_id, k)
         return {"item_id": item_id, "model_version": engine.version,
-                "items": recommendation(item_id, ranked)["items"]}
+                "items": ranked_items(ranked)}
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -10,13 +10,13 @@ looked up in dicts built once at load time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from recsys.data.idmap import CANONICAL_INT
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.models.base import BaseRecommender
@@ -24,7 +24,6 @@ from recsys.models.factor import FactorModel
 
 Id = int | str
 BLOCK_SCORES = 1 << 22  # scores per block of a batch request (16 MB of float32)
-_CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 
 
 class RequestError(RecsysError):
@@ -54,7 +53,7 @@ class _Lookup:
         self.index = {v: i for i, v in enumerate(ids.tolist())}
 
     def get(self, value: Id) -> int:
-        if self.integer and isinstance(value, str) and _CANONICAL_INT.match(value):
+        if self.integer and isinstance(value, str) and CANONICAL_INT.match(value):
             value = int(value)
         elif not self.integer and not isinstance(value, str):
             value = str(value)
@@ -148,20 +147,21 @@ class Engine:
     # ---- scoring ---------------------------------------------------------------------------
     def _score_rows(self, users: np.ndarray, cand: np.ndarray | None) -> np.ndarray:
         """Scores of `users` (rows; -1 = unknown, scored by popularity) over the candidates."""
-        popularity = self.popularity if cand is None else self.popularity[cand]
         known = users >= 0
-        if known.all() and self.user_factors is not None:  # the common case, in one product
-            factors = self.item_factors if cand is None else self.item_factors[cand]
-            return self.user_factors[users] @ factors.T
+        if known.all():  # the common case: one product, no copy
+            return self._model_scores(users, cand)
+        popularity = self.popularity if cand is None else self.popularity[cand]
         scores = np.empty((len(users), len(popularity)), dtype=np.float32)
         scores[~known] = popularity
         if known.any():
-            if self.user_factors is not None:
-                factors = self.item_factors if cand is None else self.item_factors[cand]
-                scores[known] = self.user_factors[users[known]] @ factors.T
-            else:
-                scores[known] = self.model.score(users[known], cand).float().cpu().numpy()
+            scores[known] = self._model_scores(users[known], cand)
         return scores
+
+    def _model_scores(self, users: np.ndarray, cand: np.ndarray | None) -> np.ndarray:
+        if self.user_factors is not None:
+            factors = self.item_factors if cand is None else self.item_factors[cand]
+            return self.user_factors[users] @ factors.T
+        return self.model.score(users, cand).float().cpu().numpy()
 
     def _masked(self, scores: np.ndarray, user: int, cand: np.ndarray | None,
                 exclude_seen: bool, exclude: np.ndarray | None) -> np.ndarray:

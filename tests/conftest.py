@@ -2,6 +2,9 @@ import os
 import socket
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# no usage telemetry from MLflow: tests (and the servers they start) stay off the network
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

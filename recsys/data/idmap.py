@@ -12,7 +12,7 @@ import pandas as pd
 
 from recsys.errors import DataError
 
-_CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
+CANONICAL_INT = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")
 
 
 def normalize_ids(values: Iterable) -> np.ndarray:
@@ -33,7 +33,7 @@ def normalize_ids(values: Iterable) -> np.ndarray:
             return arr.astype(np.int64)
         return series.astype(str).to_numpy(dtype=object)
     as_str = series.astype(str)
-    if len(as_str) and as_str.str.fullmatch(_CANONICAL_INT.pattern).all():
+    if len(as_str) and as_str.str.fullmatch(CANONICAL_INT.pattern).all():
         return as_str.astype(np.int64).to_numpy()
     return as_str.to_numpy(dtype=object)
 
@@ -77,7 +77,7 @@ class IdMap:
         if self.is_integer and ids.dtype == object:
             # text ids against an integer map: only canonical integers can match
             text = pd.Series(ids, dtype=str)
-            ok = text.str.fullmatch(_CANONICAL_INT.pattern).to_numpy()
+            ok = text.str.fullmatch(CANONICAL_INT.pattern).to_numpy()
             out = np.full(len(ids), -1, dtype=np.int64)
             out[ok] = self._index.get_indexer(text[ok].astype(np.int64).to_numpy())
             return out
