@@ -40,7 +40,7 @@ def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
 
     The pseudo-parameter `true_propensity` trains on the simulator's true exposure propensities
     instead of ones estimated from item popularity."""
-    from pipelines.cli import parse_params
+    from pipelines.commands.train import parse_params
 
     label, _, rest = spec.rpartition("=") if ":" not in spec else spec.partition("=")
     name, _, params = rest.partition(":")

@@ -1,0 +1,32 @@
+"""`recsys compare`: train and compare the models of a YAML config as MLflow runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from pipelines.compare import compare, markdown_table
+    from pipelines.config import load_config
+    from pipelines.tracking import tracking_uri
+
+    config = load_config(args.config)
+    report = compare(config)
+    cols = ["run", "status", *[c for c in (config.select, f"recall@{max(config.k)}",
+                                            "unbiased_dcg@5", "unbiased_rare_dcg@5") if c in report]]
+    print(markdown_table(report[cols]))
+    if "registered_version" in report.attrs:
+        print(f"registered {config.register_as} version {report.attrs['registered_version']} "
+              f"as @{config.alias}: models:/{config.register_as}@{config.alias}")
+    uri = tracking_uri()
+    print(f"parent run {report.attrs['parent_run_id']} in experiment {config.experiment!r}")
+    if uri.startswith("sqlite:"):
+        print(f"look at it with: mlflow ui --backend-store-uri {uri}")
+    else:
+        print(f"tracking server: {uri}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cmp = sub.add_parser("compare", help="train and compare models as MLflow runs")
+    cmp.add_argument("--config", required=True, help="YAML config, e.g. pipelines/configs/quickstart.yaml")
+    cmp.set_defaults(func=cmd_compare)

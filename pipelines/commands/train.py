@@ -1,0 +1,84 @@
+"""`recsys train`: fit a registered model on a training file and save its folder."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recsys.data.files import read_interactions
+from recsys.errors import RecsysError
+from recsys.models.base import create_model, get_model_class, model_names, save_seen
+
+
+def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
+    """`key=value` strings to typed constructor arguments, typed by each default."""
+    defaults = get_model_class(model).param_defaults()
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise RecsysError(f"--param {pair!r}: expected key=value")
+        if key not in defaults:
+            raise RecsysError(f"model {model!r} has no parameter {key!r}; "
+                              f"parameters: {', '.join(sorted(defaults))}")
+        params[key] = _convert(key, raw, defaults[key])
+    return params
+
+
+def _convert(key: str, raw: str, default: Any) -> Any:
+    if default is None:  # optional parameter: a number, none, or text
+        if raw.lower() in ("none", "null"):
+            return None
+        for kind in (int, float):
+            try:
+                return kind(raw)
+            except ValueError:
+                pass
+        return raw
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise RecsysError(f"--param {key}={raw!r}: expected a {type(default).__name__}") from None
+    return raw
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    for flag in ("item_features", "user_features", "item_text"):
+        if getattr(args, flag):
+            raise RecsysError(f"--{flag.replace('_', '-')}: model {args.model!r} uses no side "
+                              "information")
+    model = create_model(args.model, **parse_params(args.model, args.param))
+    train = read_interactions(args.train)
+    valid = None
+    if args.valid:
+        valid = read_interactions(args.valid, user_map=train.user_map, item_map=train.item_map)
+        if valid.nnz == 0:
+            raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
+    model.fit(train, valid=valid)
+    model.save(args.out)
+    save_seen(args.out, train)
+    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in model.fit_info_.items())
+    print(f"trained {args.model} ({info}) -> {args.out}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train a model and save it to a folder")
+    tr.add_argument("--model", required=True, help=f"model name: {', '.join(model_names())}")
+    tr.add_argument("--train", required=True, help="training file (user_id,item_id[,rating,...])")
+    tr.add_argument("--valid", help="validation file for early stopping (default: carved from train)")
+    tr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="model parameter, repeatable (see `recsys models`)")
+    tr.add_argument("--out", required=True, help="model folder to write")
+    tr.add_argument("--item-features", help="item_id + feature columns ('|' separates values), "
+                    "for models that use side information")
+    tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")
+    tr.add_argument("--item-text", help="item_id,text file, for models that use item text")
+    tr.set_defaults(func=cmd_train)
