@@ -1,5 +1,15 @@
 """One module per command group; each exposes `register(subparsers)`."""
 
-from pipelines.commands import compare, data, evaluate, export, models, recommend, serve, train
+from pipelines.commands import (
+    augment,
+    compare,
+    data,
+    evaluate,
+    export,
+    models,
+    recommend,
+    serve,
+    train,
+)
 
-COMMANDS = (data, train, evaluate, recommend, compare, export, models, serve)
+COMMANDS = (data, train, augment, evaluate, recommend, compare, export, models, serve)
