@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from recsys.atomic import atomic_file
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
@@ -30,15 +31,16 @@ def recommend_to_parquet(model: BaseRecommender, users: np.ndarray, k: int, out:
     """
     if k <= 0:
         raise RecsysError(f"k must be positive, got {k}")
+    if chunk_users is not None and chunk_users <= 0:
+        raise RecsysError(f"chunk_users must be positive, got {chunk_users}")
     n_items = len(model.item_map_)
     k = min(k, n_items)
     chunk = chunk_users or max(1, min(65536, SCORE_BUDGET // max(n_items, k)))
     schema = pa.schema([("user_id", _id_type(model.user_map_)), ("item_id", _id_type(model.item_map_)),
                         ("score", pa.float32()), ("rank", pa.int32())])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
-    with pq.ParquetWriter(out, schema) as writer:
+    # written beside `out` and renamed at the end: a kill leaves the previous file or none
+    with atomic_file(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for start in tqdm(range(0, len(users), chunk), desc="recommend", unit="chunk",
                           disable=not progress):
             batch = users[start:start + chunk]

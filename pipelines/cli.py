@@ -10,8 +10,15 @@ from pipelines.commands import COMMANDS
 from recsys.errors import RecsysError
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad flags are one `recsys: error:` line and exit 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"recsys: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys", description="Recommendation from implicit feedback.")
+    parser = Parser(prog="recsys", description="Recommendation from implicit feedback.")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)

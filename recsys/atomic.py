@@ -14,7 +14,6 @@ import ctypes.util
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,20 +23,29 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write (e.g. by a Parquet writer); when the block
+    ends without an error it is flushed to disk and renamed over `path`. On an error (or an
+    interrupt) it is removed and `path` is left as it was; a process killed midway leaves at
+    most a hidden `.NAME.*.tmp` file beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(path: str | Path, text: str) -> None:

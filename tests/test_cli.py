@@ -113,7 +113,7 @@ def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, caps
         (["data", "prepare", "--input", tmp_path / "nocol.csv", "--out", tmp_path / "o"], "user_id"),
         (["data", "prepare", "--input", tmp_path / "badrating.csv", "--rating-col", "rating",
           "--out", tmp_path / "o"], "'lots'"),
-        (["data", "prepare", "--input", tmp_path / "nan.csv", "--out", tmp_path / "o"], "row 1"),
+        (["data", "prepare", "--input", tmp_path / "nan.csv", "--out", tmp_path / "o"], "row 2"),
         (["train", "--model", "nope", "--train", train, "--out", tmp_path / "o"], "unknown model"),
         (["train", "--model", "mf", "--train", train, "--param", "epochs=many", "--out",
           tmp_path / "o"], "epochs"),

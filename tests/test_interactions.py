@@ -66,11 +66,11 @@ def test_derived_views(small_data):
 
 @pytest.mark.parametrize("df, kwargs, message", [
     (frame(user=["a"], item_id=["x"]), {}, "missing column.*user_id"),
-    (frame(user_id=["a", None], item_id=["x", "y"]), {}, "'user_id'.*row 1"),
+    (frame(user_id=["a", None], item_id=["x", "y"]), {}, "'user_id' row 2: empty cell"),
     (frame(user_id=["a", "b"], item_id=["x", "y"], rating=["4", "good"]), {"rating_col": "rating"},
-     "'rating' row 1: 'good'"),
-    (frame(user_id=["a"], item_id=["x"], rating=[float("nan")]), {"rating_col": "rating"}, "row 0"),
-    (frame(user_id=["a"], item_id=["x"], level=[0]), {"level_col": "level"}, "level 0"),
+     "'rating' row 2: 'good'"),
+    (frame(user_id=["a"], item_id=["x"], rating=[float("nan")]), {"rating_col": "rating"}, "row 1"),
+    (frame(user_id=["a"], item_id=["x"], level=[0]), {"level_col": "level"}, "row 1: 0 is not an integer"),
     (frame(user_id=[], item_id=[]), {}, "no rows"),
 ])
 def test_bad_input_names_the_problem(df, kwargs, message):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from pipelines.commands.common import check_out, finite_float, fraction, non_negative_int
+from recsys.atomic import atomic_file
 from recsys.data.datasets import download, registry
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_events
@@ -13,6 +14,7 @@ from recsys.data.split import split
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
+    out = check_out(args.out, "folder")
     frame = read_events(args.input)
     cols = set(frame.columns)
     rating_col = args.rating_col or ("rating" if args.min_rating is not None else None)
@@ -23,18 +25,21 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         time_col=time_col, level_col=level_col, min_rating=args.min_rating,
         duplicates=args.duplicates, source=str(args.input))
     train, test = split(data, args.split, test_frac=args.test_frac, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    train.to_frame().to_parquet(out / "train.parquet", index=False)
-    test.to_frame().to_parquet(out / "test.parquet", index=False)
     meta = {"input": str(args.input), "split": args.split, "test_frac": args.test_frac,
+            "test_frac_reached": test.meta["test_frac_reached"],
             "seed": args.seed, "rating_col": rating_col, "min_rating": args.min_rating,
             "duplicates": args.duplicates, "source": data.meta, "test": test.meta,
             "train_pairs": train.nnz, "test_pairs": test.nnz,
             "users": train.n_users, "items": train.n_items}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    # all three files are written in full first, then renamed into place together
+    with (atomic_file(out / "train.parquet") as train_tmp, atomic_file(out / "test.parquet") as
+          test_tmp, atomic_file(out / "meta.json") as meta_tmp):
+        train.to_frame().to_parquet(train_tmp, index=False)
+        test.to_frame().to_parquet(test_tmp, index=False)
+        meta_tmp.write_text(json.dumps(meta, indent=2, default=str))
     print(f"{data.meta['rows']} rows -> {data.nnz} user-item pairs; train {train.nnz} and "
-          f"test {test.nnz} pairs over {train.n_users} users and {train.n_items} items; "
+          f"test {test.nnz} pairs (test share reached {meta['test_frac_reached']:.4g}) over "
+          f"{train.n_users} users and {train.n_items} items; "
           f"test pairs dropped (user/item absent from train): "
           f"{test.meta['test_pairs_dropped_cold_user']}/{test.meta['test_pairs_dropped_cold_item']}"
           f" -> {out}")
@@ -62,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--item-col", default="item_id", help="item id column (default item_id)")
     prep.add_argument("--rating-col", help="rating column: the pair's weight, or filtered by "
                       "--min-rating (default: rating when --min-rating is given)")
-    prep.add_argument("--min-rating", type=float, help="keep rows rated >= X, as weight-1 positives")
+    prep.add_argument("--min-rating", type=finite_float, help="keep rows rated >= X, as weight-1 positives")
     prep.add_argument("--time-col", help="timestamp column (default: timestamp if present)")
     prep.add_argument("--level-col", help="graded feedback level 1..L (default: level if present)")
     prep.add_argument("--duplicates", choices=["sum", "max"], default="sum",
@@ -70,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--split", choices=["random", "temporal", "leave-last"], default="random",
                       help="per-user random holdout (default), global temporal cut, or each "
                       "user's last item")
-    prep.add_argument("--test-frac", type=float, default=0.2, help="test share (default 0.2)")
-    prep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    prep.add_argument("--test-frac", type=fraction, default=0.2,
+                      help="test share in (0, 1) (default 0.2; leave-last takes one pair per user)")
+    prep.add_argument("--seed", type=non_negative_int, default=0, help="random seed >= 0 (default 0)")
     prep.add_argument("--out", required=True, help="output folder for train/test.parquet, meta.json")
     prep.set_defaults(func=cmd_data_prepare)
 

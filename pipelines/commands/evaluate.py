@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from pipelines.commands.common import model_and_data, model_arguments
+from pipelines.commands.common import check_out, model_and_data, model_arguments
+from recsys.atomic import write_text
 from recsys.data.files import read_interactions
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import evaluate, parse_ks
@@ -14,6 +14,8 @@ from recsys.evaluate.evaluator import evaluate, parse_ks
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     ks = parse_ks(args.k)
+    if args.json:
+        check_out(args.json, "file", "--json")
     model, train = model_and_data(args)
     test = read_interactions(args.test, user_map=model.user_map_, item_map=model.item_map_)
     if test.nnz == 0:
@@ -29,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if dropped:
         print(f"note: {dropped} test rows with users/items unknown to the model were not scored")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text(args.json, json.dumps(report, indent=2))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from pipelines.commands.common import model_and_data, model_arguments
+from pipelines.commands.common import check_out, model_and_data, model_arguments, positive_int
 from recsys.data.idmap import normalize_ids
 from recsys.data.io import read_table
 from recsys.errors import RecsysError
@@ -20,6 +20,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     k = parse_ks(args.k)
     if len(k) != 1:
         raise RecsysError(f"--k takes one value for recommend, got {args.k}")
+    check_out(args.out, "folder" if args.spark else "file")
     if args.spark:
         _recommend_spark(args, k[0])
         return
@@ -65,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--users", help="file with a user_id column (default: all known users)")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
     rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
-    rec.add_argument("--chunk-users", type=int, help="users scored per chunk (default: by memory)")
+    rec.add_argument("--chunk-users", type=positive_int,
+                     help="users scored per chunk (default: by memory)")
     rec.add_argument("--spark", action="store_true",
                      help="score on a local Spark session through mlflow.pyfunc.spark_udf "
                      "(needs the [spark] extra and a models:/ URI; --out becomes a Parquet folder; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from pipelines.commands.common import non_negative_float, port, positive_int
 from recsys.errors import RecsysError
 
 
@@ -49,10 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--item-attributes", help="CSV/Parquet: item_id + categorical columns that "
                      "requests may filter on ('|' separates several values)")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    srv.add_argument("--max-k", type=int, help="largest k a request may ask for (default 1000)")
-    srv.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    srv.add_argument("--graceful-timeout", type=float, default=10.0,
+    srv.add_argument("--port", type=port, default=8000, help="port in 1..65535 (default 8000)")
+    srv.add_argument("--max-k", type=positive_int, help="largest k a request may ask for (default 1000)")
+    srv.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    srv.add_argument("--graceful-timeout", type=non_negative_float, default=10.0,
                      help="seconds to let in-flight requests finish on shutdown (default 10)")
     srv.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
                      help="do not print a JSON line per request")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pipelines.commands.common import check_out
 from recsys.data.files import read_interactions
 from recsys.errors import RecsysError
 from recsys.models.base import create_model, get_model_class, model_names, save_seen
@@ -50,6 +51,7 @@ def _convert(key: str, raw: str, default: Any) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    check_out(args.out, "folder")
     for flag in ("item_features", "user_features", "item_text"):
         if getattr(args, flag):
             raise RecsysError(f"--{flag.replace('_', '-')}: model {args.model!r} uses no side "

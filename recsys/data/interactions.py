@@ -76,15 +76,22 @@ class Interactions:
         With given id maps (e.g. a test file mapped onto a model's training ids), rows whose
         user or item is not in them are dropped and counted in `meta`.
         """
-        from recsys.data.io import validate_frame
+        from recsys.data.io import check_weights, validate_frame
 
+        if min_rating is not None and (rating_col is None or not np.isfinite(min_rating)):
+            raise DataError(f"min_rating must be a finite number used with a rating column, "
+                            f"got {min_rating} (rating column: {rating_col})")
         frame = validate_frame(frame, source, user_col, item_col, rating_col, time_col, level_col)
         meta: dict = {"source": source, "rows": len(frame), "duplicates": duplicates}
         if duplicates not in ("sum", "max"):
             raise DataError(f"duplicates must be 'sum' or 'max', got {duplicates!r}")
 
         if rating_col is not None and min_rating is not None:
-            keep = frame[rating_col].to_numpy() >= min_rating
+            ratings = frame[rating_col].to_numpy()
+            keep = ratings >= min_rating
+            if not keep.any():
+                raise DataError(f"{source}: --min-rating {min_rating:g} keeps no row (column "
+                                f"{rating_col!r} ranges from {ratings.min():g} to {ratings.max():g})")
             meta.update(min_rating=min_rating, dropped_below_min_rating=int((~keep).sum()))
             if (~keep).any():
                 log.info("%s: %d rows rated below %s dropped", source, (~keep).sum(), min_rating)
@@ -92,6 +99,7 @@ class Interactions:
             weights = np.ones(len(frame), dtype=np.float32)
         elif rating_col is not None:
             weights = frame[rating_col].to_numpy(dtype=np.float32)
+            check_weights(frame[rating_col].to_numpy(), frame[rating_col], rating_col, source)
         else:
             weights = np.ones(len(frame), dtype=np.float32)
 

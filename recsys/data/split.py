@@ -27,7 +27,12 @@ class Split(NamedTuple):
 
 def split(data: Interactions, how: SplitName = "random", *, test_frac: float = 0.2,
           seed: int = 0) -> Split:
-    """Split by name: per-user `random` holdout, global `temporal` cut-off, or `leave-last`."""
+    """Split by name: per-user `random` holdout, global `temporal` cut-off, or `leave-last`.
+
+    `test_frac` must lie in (0, 1) and `seed` be >= 0 for every split, also where unused.
+    """
+    _check_frac(test_frac)
+    _check_seed(seed)
     if how == "random":
         return random_split(data, test_frac=test_frac, seed=seed)
     if how == "temporal":
@@ -54,6 +59,7 @@ def holdout(data: Interactions, frac: float, *, seed: int = 0) -> Split:
 
 def _random_holdout_mask(data: Interactions, frac: float, seed: int) -> np.ndarray:
     _check_frac(frac)
+    _check_seed(seed)
     rows, _ = data.coo
     rank = _rank_within_user(data, np.random.default_rng(seed).random(len(rows)))
     deg = data.user_degree[rows]
@@ -61,18 +67,26 @@ def _random_holdout_mask(data: Interactions, frac: float, seed: int) -> np.ndarr
 
 
 def temporal_split(data: Interactions, *, test_frac: float = 0.2) -> Split:
-    """The latest `test_frac` of all pairs (by timestamp, ties by stored order) go to test."""
+    """Pairs at or after a cut-off time go to test, the others to train.
+
+    Pairs with the same timestamp always fall on the same side, so the cut-off is the
+    distinct timestamp whose test share is closest to `test_frac` (the larger share on a tie;
+    train and test both non-empty). `test.meta["test_frac_reached"]` is the share reached.
+    """
     _check_frac(test_frac)
     ts = _timestamps(data, "temporal")
-    order = np.argsort(ts, kind="stable")
-    n_test = int(round(len(ts) * test_frac))
-    is_test = np.zeros(len(ts), dtype=bool)
-    is_test[order[len(ts) - n_test:]] = True
-    return _finish(data, is_test, f"temporal(test_frac={test_frac})")
+    times = np.unique(ts)
+    if len(times) < 2:
+        raise DataError("the temporal split needs at least two distinct timestamps")
+    # test share of each cut-off time t (test = ts >= t), for every distinct t but the first
+    n_test = len(ts) - np.searchsorted(np.sort(ts), times[1:], side="left")
+    cut = times[1:][np.argmin(np.abs(n_test - test_frac * len(ts)))]
+    return _finish(data, ts >= cut, f"temporal(test_frac={test_frac})")
 
 
 def leave_last_out(data: Interactions, *, seed: int = 0) -> Split:
     """Each user's latest pair goes to test (users with at least two); ties broken by seed."""
+    _check_seed(seed)
     rows, _ = data.coo
     ts = _timestamps(data, "leave-last")
     tiebreak = np.random.default_rng(seed).random(len(rows))
@@ -86,6 +100,11 @@ def leave_last_out(data: Interactions, *, seed: int = 0) -> Split:
 def _check_frac(test_frac: float) -> None:
     if not 0 < test_frac < 1:
         raise DataError(f"test_frac must be in (0, 1), got {test_frac}")
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def _timestamps(data: Interactions, name: str) -> np.ndarray:
@@ -111,7 +130,8 @@ def _finish(data: Interactions, is_test: np.ndarray, rule: str) -> Split:
     items = np.flatnonzero(train.item_popularity > 0)
     cold_user = is_test & (train.user_degree[rows] == 0)
     cold_item = is_test & ~cold_user & (train.item_popularity[cols] == 0)
-    report = {"test_pairs_dropped_cold_user": int(cold_user.sum()),
+    report = {"test_frac_reached": round(float(is_test.mean()), 6),
+              "test_pairs_dropped_cold_user": int(cold_user.sum()),
               "test_pairs_dropped_cold_item": int(cold_item.sum())}
     if cold_user.any() or cold_item.any():
         log.info("split %s: %d test pairs of users and %d of items absent from train dropped",
