@@ -1,15 +1,15 @@
 """LLMRec on MovieLens-100K: does LLM/text augmentation help LightGCN?
 
-    python bench/llmrec.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--llm-users 300]
+    python bench/llmrec.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--llm-users 200]
                            [--device cpu|cuda] [--work bench/results/llmrec] [--skip-llm]
 
 Every rating is an interaction; one per-user random 80/20 split (seed 0). Item text is
 "title (year) | genres" from ml-100k.item. Steps:
 
-1. base model `mf` on train: its top-10 unseen items per user are the candidates;
+1. base model `als` (implicit ALS) on train: its top-10 unseen items per user are the candidates;
 2. offline augmentation (all users): text-embedding similarity (all-MiniLM-L6-v2);
-3. LLM augmentation: SmolLM2-135M-Instruct on a local llama.cpp server (CPU), edges and user
-   profiles for `--llm-users` sampled users, schema-constrained JSON; calls/s and the parse
+3. LLM augmentation: SmolLM2-135M-Instruct on a local llama.cpp server (CPU), `--llm-tasks`
+   (default: edges only) for `--llm-users` sampled users, schema-constrained JSON; calls/s and the parse
    failure rate are reported (answers are cached: a rerun makes no calls);
 4. per seed: `lightgcn`; `llmrec` with side information only (no triples); with offline
    triples; with LLM triples. Every model picks its epoch on a validation split carved from
@@ -67,7 +67,7 @@ def augmentations(train, texts, work: Path, args) -> dict[str, Augmentation]:
             continue
         if not folder.exists():
             if base is None:
-                base = create_model("mf", seed=0, progress=False, device=args.device).fit(train)
+                base = create_model("als", progress=False).fit(train)
             start = time.perf_counter()
             if name == "offline":
                 aug = augment(train, texts, base, augmenter="offline",
@@ -95,14 +95,15 @@ def llm_augment(train, texts, base, work: Path, args) -> Augmentation:
                                concurrency=args.llm_parallel, structured=True,
                                cache_dir=str(work / "llm-cache"))
         return augment(train, texts, base, augmenter="llm", client=LLMClient(settings),
-                       n_users=args.llm_users, tasks=("edges", "users"))
+                       n_users=args.llm_users, tasks=tuple(args.llm_tasks.split(",")))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--llm-users", type=int, default=300, help="users the LLM augments")
+    ap.add_argument("--llm-users", type=int, default=200, help="users the LLM augments")
+    ap.add_argument("--llm-tasks", default="edges", help="LLM tasks: edges,items,users")
     ap.add_argument("--llm-parallel", type=int, default=2, help="requests decoded at once")
     ap.add_argument("--llm-threads", type=int, default=2, help="CPU threads of the LLM server")
     ap.add_argument("--skip-llm", action="store_true", help="no LLM augmentation")

@@ -125,3 +125,14 @@ def test_cli_augment_bad_input_is_one_line(files, tmp_path, capsys):
     assert main([str(a) for a in argv]) == 2
     assert "candidates must be at least 2" in capsys.readouterr().err
     assert not (tmp_path / "aug").exists()
+
+
+def test_cli_augment_never_replaces_a_foreign_folder(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSYS_DATA_HOME", str(tmp_path / "cache"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    argv = ["augment", "--train", files / "train.csv", "--item-text", files / "items.csv",
+            "--base", files / "pop", "--candidates", "3", "--out", tmp_path / "mine"]
+    assert main([str(a) for a in argv]) == 2
+    assert "refusing to replace it" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"

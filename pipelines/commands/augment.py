@@ -11,9 +11,11 @@ from recsys.errors import RecsysError
 
 def cmd_augment(args: argparse.Namespace) -> None:
     from pipelines.export import open_model
-    from recsys.augment.llmrec import augment, read_item_text
+    from recsys.atomic import check_folder_target
+    from recsys.augment.llmrec import MANIFEST, augment, read_item_text
     from recsys.augment.text import TextEncoder
 
+    check_folder_target(args.out, MANIFEST)  # before any work: never replace a foreign folder
     base, _, label = open_model(args.base)
     train = read_interactions(args.train, user_map=base.user_map_, item_map=base.item_map_)
     if train.nnz == 0:

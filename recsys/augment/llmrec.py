@@ -114,7 +114,7 @@ class Augmentation:
     def save(self, path: str | Path, user_map: IdMap, item_map: IdMap) -> None:
         """Write the folder described in this module's docstring, atomically."""
         u, i, j = self.triples.T
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, marker=MANIFEST) as tmp:
             pd.DataFrame({"user_id": user_map.to_ids(u), "pos_item_id": item_map.to_ids(i),
                           "neg_item_id": item_map.to_ids(j)}).to_csv(tmp / TRIPLES, index=False)
             pd.DataFrame({"item_id": item_map.ids, "text": self.item_text}).to_csv(
