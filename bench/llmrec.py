@@ -127,8 +127,58 @@ def main() -> None:
     run_variants(train, test, augs, args)
 
 
+def variants(work: Path, augs: dict) -> dict[str, tuple[str, dict]]:
+    """Name -> (model, parameters) of each compared model."""
+    out = {"lightgcn": ("lightgcn", {}),
+           "+text": ("llmrec", {"augmentation": str(work / "aug-offline"), "aug_rate": 0.0}),
+           "+text+offline triples": ("llmrec", {"augmentation": str(work / "aug-offline")})}
+    if "llm" in augs:
+        out["+text+LLM triples"] = ("llmrec", {"augmentation": str(work / "aug-llm")})
+    return out
+
+
+def triple_quality(augs: dict, test: Interactions) -> None:
+    """How often i+ and i- of the triples are test positives (a diagnostic, not a selection)."""
+    for name, aug in augs.items():
+        u, i, j = aug.triples.T
+        pos, neg = (float(np.asarray(test.matrix[u, x]).ravel().astype(bool).mean()) for x in (i, j))
+        print(f"# {name} triples: i+ is a test positive {pos:.1%}, i- {neg:.1%} ({len(u)} triples)")
+
+
 def run_variants(train, test, augs, args) -> None:
-    raise SystemExit("the llmrec model is not available yet")
+    triple_quality(augs, test)
+    rows: dict[str, list[dict]] = {}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        scores = {}
+        for name, (model, params) in variants(args.work, augs).items():
+            start = time.perf_counter()
+            fitted = create_model(model, seed=seed, device=args.device, progress=False, **params).fit(train)
+            metrics = evaluate(fitted, test, train=train, k=20)
+            row = {m: metrics[m] for m in METRICS}
+            row.update(seconds=time.perf_counter() - start, valid=fitted.fit_info_["best_valid"],
+                       epoch=fitted.fit_info_["best_epoch"])
+            rows.setdefault(name, []).append(row)
+            scores[name] = row
+            print(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+        chosen = max(scores, key=lambda n: scores[n]["valid"])
+        rows.setdefault("selected on validation", []).append({**scores[chosen], "chosen": chosen})
+    table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def table(rows: dict[str, list[dict]]) -> None:
+    cols = (*METRICS, "valid", "seconds")
+    print("| model | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for name, runs in rows.items():
+        cells = []
+        for c in cols:
+            v = np.array([r[c] for r in runs], dtype=float)
+            cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if c != "seconds" else f"{v.mean():.0f}")
+        extra = f" (chose {', '.join(r['chosen'] for r in runs)})" if "chosen" in runs[0] else ""
+        print(f"| {name}{extra} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
