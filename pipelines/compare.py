@@ -27,6 +27,7 @@ from pipelines.tracking import (  # noqa: E402
     owner,
     tracking_uri,
 )
+from recsys.data.files import aligned_side_features, with_side_files  # noqa: E402
 from recsys.data.interactions import Interactions  # noqa: E402
 from recsys.data.io import read_events  # noqa: E402
 from recsys.data.simulate import simulate  # noqa: E402
@@ -56,7 +57,12 @@ def prepare_data(config: CompareConfig) -> Prepared:
                                        rating_col=d.rating_col, min_rating=d.min_rating,
                                        time_col=d.time_col, source=d.path)
         train, test = split(data, s.how, test_frac=s.test_frac, seed=s.seed)
-        return Prepared(train, test, f"{d.path}: {train.meta['split']}")
+        train = with_side_files(train, item_features=d.item_features,
+                                user_features=d.user_features, item_text=d.item_text)
+        sides = "".join(f" + {n}={getattr(d, n)}" for n in ("item_features", "user_features",
+                                                            "item_text") if getattr(d, n))
+        return Prepared(train, aligned_side_features(test, train),
+                        f"{d.path}{sides}: {train.meta['split']}")
     sim = simulate(d.n_users, d.n_items, d.n_interactions, popularity_bias=d.popularity_bias,
                    seed=d.seed)
     rule = f"simulate({d.model_dump()}) train/biased-test periods"

@@ -35,6 +35,11 @@ class FileData(Strict):
     rating_col: str | None = None
     min_rating: float | None = None
     time_col: str | None = None
+    # side-feature files (as `recsys train --item-features` etc.); models that do not use
+    # them (see `uses`) ignore them
+    item_features: str | None = None
+    user_features: str | None = None
+    item_text: str | None = None
 
 
 class SplitConfig(Strict):

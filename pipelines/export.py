@@ -21,7 +21,7 @@ import recsys
 from pipelines.tracking import tracking_uri
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
-from recsys.models.base import BaseRecommender, load_model, load_seen, save_seen
+from recsys.models.base import BaseRecommender, load_model, load_seen
 
 WRAPPER = Path(__file__).with_name("pyfunc_model.py")
 # the library travels inside the exported model (code_paths), its dependencies as requirements
@@ -46,8 +46,7 @@ def signature(model: BaseRecommender) -> ModelSignature:
 def log_pyfunc(model: BaseRecommender, seen: Interactions, name: str = "pyfunc"):
     """Log `model` with its id maps and the seen-item matrix in the active run."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model")
-        save_seen(Path(tmp) / "model", seen)
+        model.save(Path(tmp) / "model", seen=seen)
         example = pd.DataFrame({"user_id": model.user_map_.ids[:2]})
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(WRAPPER), artifacts={"model": str(Path(tmp) / "model")},
@@ -59,8 +58,7 @@ def log_model_dir(model: BaseRecommender, seen: Interactions) -> None:
     """Log the model folder and the seen-item matrix under `model/` of the active run, so the
     run can be exported later (`recsys export --run`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model")
-        save_seen(Path(tmp) / "model", seen)
+        model.save(Path(tmp) / "model", seen=seen)
         mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
 
 

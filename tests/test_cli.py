@@ -120,15 +120,18 @@ def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, caps
         (["train", "--model", "mf", "--train", train, "--param", "colour=1", "--out",
           tmp_path / "o"], "colour"),
         (["train", "--model", "mf", "--train", train, "--item-features", train, "--out",
-          tmp_path / "o"], "uses no side information"),
+          tmp_path / "o"], "--item-features: model 'mf' does not use item features (it reads "
+         "nothing but the interactions)"),
         (["evaluate", "--model", tmp_path / "pop", "--train", train, "--test",
           tmp_path / "strangers.csv"], "none of its users"),
-        (["train", "--model", "mf", "--train", train, "--item-features", train, "--out",
-          tmp_path / "o"], "uses no side information"),
+        (["train", "--model", "pop", "--train", train, "--out", tmp_path / "pop" / "config.json"],
+         "is an existing file; expected a folder path"),
+        (["train", "--model", "pop", "--train", train, "--out", workdir],
+         "exists and is not empty, and has no config.json: refusing to replace it"),
         (["evaluate", "--model", tmp_path / "pop", "--train", train, "--test", train, "--k", "0"],
          "k must be"),
         (["recommend", "--model", tmp_path / "nomodel", "--train", train, "--out",
-          tmp_path / "r.parquet"], "not a model directory"),
+          tmp_path / "r.parquet"], "nomodel: no such model folder"),
     ]
     for argv, needle in cases:
         code, out, err = run(argv, capsys)

@@ -164,3 +164,53 @@ def test_read_features_and_item_text_files(tmp_path):
     (tmp_path / "bad.csv").write_text("item_id,a,b\n1,x,y\n")
     with pytest.raises(DataError, match="a text file has two columns"):
         read_features(tmp_path / "bad.csv", "item_id", text=True)
+
+
+# ---- attached to Interactions ----------------------------------------------------------------
+@pytest.fixture
+def data():
+    from recsys.data import Interactions
+
+    log = pd.DataFrame({"user_id": [1, 1, 2, 3, 3], "item_id": ["b", "a", "b", "a", "c"],
+                        "timestamp": [1, 2, 3, 4, 5]})
+    return Interactions.from_frame(log, time_col="timestamp")
+
+
+def test_item_features_follow_subsets_and_splits(data, frame):
+    from recsys.data import random_split
+
+    table = FeatureTable.from_frame(frame, "item_id")
+    with_features = data.with_item_features(table)
+    assert with_features.item_features.ids == data.item_map  # a, b, c; d's row dropped
+    assert with_features.item_features.meta["dropped_unknown_ids"] == 1
+    sub = with_features.subset(items=np.array([2, 0]))
+    assert sub.item_features.ids.ids.tolist() == ["c", "a"]
+    assert sub.item_features["color"].codes.tolist() == [2, 1]
+    users = FeatureTable.from_frame(pd.DataFrame({"user_id": [3, 1], "age": [30, 20]}), "user_id")
+    both = with_features.with_user_features(users)
+    assert both.user_features["age"].missing.tolist() == [False, True, False]  # user 2: none
+    train, test = random_split(both, test_frac=0.5, seed=0)
+    assert train.item_features.ids == train.item_map and test.user_features.ids == test.user_map
+    with pytest.raises(DataError, match="rows do not follow the item id map"):
+        type(data)(data.matrix, data.user_map, data.item_map, item_features=users)
+
+
+def test_a_wider_catalogue_adds_items_without_pairs(data, frame):
+    table = FeatureTable.from_frame(frame, "item_id")
+    wide = data.with_item_features(table, extend_catalogue=True)
+    assert wide.item_map.ids.tolist() == ["a", "b", "c", "d"]  # d: features, no interactions
+    assert wide.matrix.shape == (3, 4) and wide.nnz == data.nnz
+    assert wide.timestamps.shape == (3, 4)
+    assert wide.item_popularity.tolist() == [2, 2, 1, 0]
+    assert (wide.matrix[:, :3] != data.matrix).nnz == 0  # known items keep their indices
+    assert wide.item_features["color"].codes.tolist() == [1, 2, 2, 0]
+    assert wide.meta["items_without_pairs_added"] == 1
+    text = FeatureTable.from_frame(pd.DataFrame({"item_id": ["e", "a"], "text": ["x y z", "u v w"]}),
+                                   "item_id", kinds={"text": "text"})
+    wider = wide.with_item_text(text, extend_catalogue=True)
+    assert wider.item_map.ids.tolist() == ["a", "b", "c", "d", "e"]
+    assert wider.item_features["color"].codes.tolist() == [1, 2, 2, 0, 0]  # re-indexed too
+    assert wider.item_text["text"].values.tolist() == ["u v w", "", "", "", "x y z"]
+    ints = FeatureTable.from_frame(pd.DataFrame({"item_id": [5], "x": [1.0]}), "item_id")
+    with pytest.raises(DataError, match="item ids such as 5 are integers"):
+        data.with_item_features(ints, extend_catalogue=True)

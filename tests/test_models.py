@@ -51,7 +51,7 @@ def test_protocol_params_and_save_load_give_identical_scores(name, fitted, tmp_p
 def test_no_pickle_in_saved_model(fitted, tmp_path):
     fitted["mf"].save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "config.json", "items.json", "users.json", "weights.safetensors"]
+        "config.json", "extras.json", "items.json", "users.json", "weights.safetensors"]
 
 
 def test_pop_scores_are_user_counts(fitted, split_data):

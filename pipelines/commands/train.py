@@ -6,9 +6,10 @@ import argparse
 from typing import Any
 
 from pipelines.commands.common import check_out
-from recsys.data.files import read_interactions
+from recsys.data.files import aligned_side_features, read_interactions, with_side_files
 from recsys.errors import RecsysError
-from recsys.models.base import create_model, get_model_class, model_names, save_seen
+from recsys.models.base import check_side_inputs, create_model, get_model_class, model_names
+from recsys.models.persist import check_model_target
 
 
 def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
@@ -50,22 +51,28 @@ def _convert(key: str, raw: str, default: Any) -> Any:
     return raw
 
 
+SIDE_FLAGS = ("item_features", "user_features", "item_text")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     check_out(args.out, "folder")
-    for flag in ("item_features", "user_features", "item_text"):
-        if getattr(args, flag):
-            raise RecsysError(f"--{flag.replace('_', '-')}: model {args.model!r} uses no side "
-                              "information")
+    sides = {flag: getattr(args, flag) for flag in SIDE_FLAGS if getattr(args, flag)}
+    for flag in sides:
+        try:
+            check_side_inputs(args.model, [flag])
+        except RecsysError as exc:
+            raise RecsysError(f"--{flag.replace('_', '-')}: {exc}") from None
+    check_model_target(args.out)
     model = create_model(args.model, **parse_params(args.model, args.param))
-    train = read_interactions(args.train)
+    train = with_side_files(read_interactions(args.train), **sides)
     valid = None
     if args.valid:
         valid = read_interactions(args.valid, user_map=train.user_map, item_map=train.item_map)
         if valid.nnz == 0:
             raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
+        valid = aligned_side_features(valid, train)
     model.fit(train, valid=valid)
-    model.save(args.out)
-    save_seen(args.out, train)
+    model.save(args.out, seen=train)
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in model.fit_info_.items())
     print(f"trained {args.model} ({info}) -> {args.out}")

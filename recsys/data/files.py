@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from recsys.data.features import read_features
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_table
@@ -22,3 +25,40 @@ def read_interactions(path: str | Path, *, user_map: IdMap | None = None,
     optional = {arg: col for arg, col in OPTIONAL_COLUMNS.items() if col in frame.columns}
     return Interactions.from_frame(frame, user_map=user_map, item_map=item_map,
                                    source=str(path), **optional)
+
+
+def with_side_files(data: Interactions, *, item_features: str | Path | None = None,
+                    user_features: str | Path | None = None,
+                    item_text: str | Path | None = None) -> Interactions:
+    """`data` with side-feature files attached (`--item-features`, `--user-features`,
+    `--item-text`; ids in columns `item_id` / `user_id`).
+
+    Vocabularies and statistics are fitted on the items that have interactions in `data` and
+    on its users. Items listed in an item file but absent from `data` join the catalogue as
+    items without interactions (cold-start items a feature-aware model can recommend); users
+    absent from `data` are dropped and counted in the table's `meta`.
+    """
+    trained_items = data.item_map.to_ids(np.flatnonzero(data.item_popularity > 0))
+    if user_features is not None:
+        data = data.with_user_features(read_features(user_features, "user_id",
+                                                     fit_ids=data.user_map.ids))
+    if item_features is not None:
+        data = data.with_item_features(read_features(item_features, "item_id",
+                                                     fit_ids=trained_items), extend_catalogue=True)
+    if item_text is not None:
+        data = data.with_item_text(read_features(item_text, "item_id", text=True),
+                                   extend_catalogue=True)
+    return data
+
+
+def aligned_side_features(data: Interactions, reference: Interactions) -> Interactions:
+    """`data` (a test or validation set on `reference`'s id maps before features were attached)
+    with the catalogue and feature tables of `reference`, so both index items alike."""
+    for name in ("item_features", "item_text"):
+        table = getattr(reference, name)
+        if table is not None:
+            attach = data.with_item_features if name == "item_features" else data.with_item_text
+            data = attach(table, extend_catalogue=True)
+    if reference.user_features is not None:
+        data = data.with_user_features(reference.user_features)
+    return data

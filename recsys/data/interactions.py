@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.propensity import Propensity
 from recsys.errors import DataError
@@ -31,6 +32,10 @@ class Interactions:
     meta: provenance (source, rules applied, rows dropped and why).
     propensity: optional exposure propensities for unbiased losses and metrics; derived
     copies (splits, subsets) do not carry it, since it belongs to one training set.
+    user_features, item_features, item_text: optional `FeatureTable`s whose rows follow
+    `user_map` / `item_map` (attach them with `with_user_features` etc.); splits and subsets
+    carry them along. The item catalogue may be wider than the items with interactions: items
+    known only from their features are columns without pairs (`extend_catalogue=True`).
     """
 
     matrix: sp.csr_matrix
@@ -40,6 +45,9 @@ class Interactions:
     timestamps: sp.csr_matrix | None = None
     meta: dict = field(default_factory=dict)
     propensity: Propensity | None = None
+    user_features: FeatureTable | None = None
+    item_features: FeatureTable | None = None
+    item_text: FeatureTable | None = None
 
     def __post_init__(self) -> None:
         shape = (len(self.user_map), len(self.item_map))
@@ -49,6 +57,12 @@ class Interactions:
             other = getattr(self, name)
             if other is not None and (other.nnz != self.matrix.nnz or other.shape != shape):
                 raise DataError(f"{name} must have the same sparsity pattern as the matrix")
+        for name, ids in (("user_features", self.user_map), ("item_features", self.item_map),
+                          ("item_text", self.item_map)):
+            table = getattr(self, name)
+            if table is not None and table.ids != ids:
+                raise DataError(f"{name} rows do not follow the {name.split('_')[0]} id map "
+                                "(attach tables with with_user_features / with_item_features)")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -146,8 +160,8 @@ class Interactions:
             m.sort_indices()
         levels = mats[1] if self.levels is not None else None
         timestamps = mats[-1] if self.timestamps is not None else None
-        return Interactions(mats[0], self.user_map, self.item_map, levels, timestamps,
-                            {**self.meta, **meta})
+        return replace(self, matrix=mats[0], levels=levels, timestamps=timestamps,
+                       meta={**self.meta, **meta}, propensity=None)
 
     def subset(self, users: np.ndarray | None = None, items: np.ndarray | None = None) -> Interactions:
         """Restrict to the given user and item indices, re-indexing the id maps."""
@@ -157,10 +171,71 @@ class Interactions:
         def cut(m: sp.csr_matrix | None) -> sp.csr_matrix | None:
             return None if m is None else m[users][:, items].tocsr()
 
+        def rows(table: FeatureTable | None, index: np.ndarray) -> FeatureTable | None:
+            return None if table is None else table.subset(index)
+
         umap = IdMap(self.user_map.to_ids(users))
         imap = IdMap(self.item_map.to_ids(items))
         return Interactions(cut(self.matrix), umap, imap, cut(self.levels), cut(self.timestamps),
-                            dict(self.meta))
+                            dict(self.meta), user_features=rows(self.user_features, users),
+                            item_features=rows(self.item_features, items),
+                            item_text=rows(self.item_text, items))
+
+    # ---- side features ------------------------------------------------------------------
+    def with_user_features(self, table: FeatureTable) -> Interactions:
+        """A copy carrying `table` re-indexed to the users (users without a row get missing
+        features; rows of unknown users are dropped and counted in `table.meta`)."""
+        return replace(self, user_features=self._aligned(table, self.user_map, "user"))
+
+    def with_item_features(self, table: FeatureTable, *, extend_catalogue: bool = False) -> Interactions:
+        """A copy carrying item features `table`.
+
+        With `extend_catalogue`, items of `table` that have no interactions join the item map
+        as new columns without pairs, after the existing ones (indices of known items do not
+        change), so cold-start items can be scored and recommended. Without it, their rows are
+        dropped and counted in `table.meta`.
+        """
+        data = self._extended(table) if extend_catalogue else self
+        return replace(data, item_features=data._aligned(table, data.item_map, "item"))
+
+    def with_item_text(self, table: FeatureTable, *, extend_catalogue: bool = False) -> Interactions:
+        """A copy carrying the items' raw text (a table with one text column), like
+        `with_item_features`."""
+        data = self._extended(table) if extend_catalogue else self
+        return replace(data, item_text=data._aligned(table, data.item_map, "item"))
+
+    @staticmethod
+    def _aligned(table: FeatureTable, ids: IdMap, what: str) -> FeatureTable:
+        table = table.reindex(ids)
+        if table.meta["rows_without_features"]:
+            log.info("%s: %d of %d %ss have no features", table.meta.get("source"),
+                     table.meta["rows_without_features"], len(ids), what)
+        return table
+
+    def _extended(self, table: FeatureTable) -> Interactions:
+        """The item catalogue widened by the ids of `table` it lacks (columns without pairs)."""
+        new = table.ids.ids[self.item_map.index_of(table.ids.ids) < 0]
+        if len(new) == 0:
+            return self
+        if self.item_map.is_integer != table.ids.is_integer:
+            raise DataError(f"{table.meta.get('source', 'item features')}: item ids such as "
+                            f"{new.tolist()[0]!r} are {'integers' if table.ids.is_integer else 'text'}, "
+                            f"the interactions' item ids are not")
+        if self.propensity is not None:
+            raise DataError("attach item features before propensities: the propensities do not "
+                            "cover the items the features add")
+        item_map = IdMap(np.concatenate([self.item_map.ids, new]))
+        shape = (self.n_users, len(item_map))
+
+        def widen(m: sp.csr_matrix | None) -> sp.csr_matrix | None:
+            return None if m is None else sp.csr_matrix((m.data, m.indices, m.indptr), shape=shape)
+
+        tables = {name: None if t is None else t.reindex(item_map)
+                  for name, t in (("item_features", self.item_features), ("item_text", self.item_text))}
+        return replace(self, matrix=widen(self.matrix), item_map=item_map, levels=widen(self.levels),
+                       timestamps=widen(self.timestamps), **tables,
+                       meta={**self.meta, "items_without_pairs_added": int(
+                           self.meta.get("items_without_pairs_added", 0) + len(new))})
 
     def with_propensity(self, propensity: Propensity) -> Interactions:
         """A copy carrying `propensity` (checked against the matrix shape)."""
@@ -222,7 +297,8 @@ class Interactions:
         return pd.DataFrame(out)
 
     def __repr__(self) -> str:
-        extras = [n for n in ("levels", "timestamps") if getattr(self, n) is not None]
+        extras = [n for n in ("levels", "timestamps", "user_features", "item_features", "item_text")
+                  if getattr(self, n) is not None]
         return (f"Interactions(users={self.n_users}, items={self.n_items}, pairs={self.nnz}"
                 + (f", with {'+'.join(extras)}" if extras else "") + ")")
 

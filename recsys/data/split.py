@@ -8,6 +8,7 @@ training pair are removed from both, and their test pairs are counted in `test.m
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -137,5 +138,4 @@ def _finish(data: Interactions, is_test: np.ndarray, rule: str) -> Split:
         log.info("split %s: %d test pairs of users and %d of items absent from train dropped",
                  rule, report["test_pairs_dropped_cold_user"], report["test_pairs_dropped_cold_item"])
     train, test = train.subset(users, items), test.subset(users, items)
-    return Split(train, Interactions(test.matrix, test.user_map, test.item_map, test.levels,
-                                     test.timestamps, {**test.meta, **report}))
+    return Split(train, replace(test, meta={**test.meta, **report}))

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
 
+from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
+from recsys.models.persist import (  # noqa: F401 (the model-folder API, re-exported here)
+    FORMAT_VERSION,
+    SEEN,
+    load_model,
+    load_seen,
+    save_model,
+    save_seen,
+)
 
-FORMAT_VERSION = 1
-SEEN_FILE = "seen.npz"  # the training matrix beside a model, for seen-item exclusion
+SEEN_FILE = SEEN
+# side inputs a model can declare in `uses`; the CLI and configs wire files to them
+SIDE_INPUTS = frozenset({"levels", "item_features", "user_features", "item_text"})
 
 
 @runtime_checkable
@@ -69,6 +76,17 @@ def get_model_class(name: str) -> type[BaseRecommender]:
     return _REGISTRY[name]
 
 
+def check_side_inputs(name: str, given: Iterable[str]) -> None:
+    """Refuse side inputs (`item_features`, ...) that model `name` does not read, saying why."""
+    cls = get_model_class(name)
+    for side in given:
+        if side not in cls.uses:
+            readers = [n for n in model_names() if side in get_model_class(n).uses]
+            reads = ", ".join(sorted(cls.uses)) or "nothing but the interactions"
+            raise RecsysError(f"model {name!r} does not use {side.replace('_', ' ')} (it reads "
+                              f"{reads}); models that do: {', '.join(readers) or 'none yet'}")
+
+
 def create_model(name: str, **params: Any) -> BaseRecommender:
     """Instantiate a registered model or preset; unknown parameters are an error naming them."""
     cls = get_model_class(name)
@@ -84,13 +102,22 @@ def create_model(name: str, **params: Any) -> BaseRecommender:
 class BaseRecommender:
     """Shared plumbing: params (scikit-learn style), top-K recommendation, save/load.
 
-    Subclasses implement `fit`, `score`, and `_state()` / `_load_state()` for their tensors.
-    Fitted attributes end with an underscore; `user_map_`/`item_map_` come from `fit`.
+    Subclasses implement `fit`, `score`, and `_state()` / `_load_state()` for their tensors
+    (plus `_extras()` / `_load_extras()` for JSON state). Fitted attributes end with an
+    underscore; `user_map_`/`item_map_` come from `fit`.
+
+    `uses` declares the side inputs the model reads (a subset of SIDE_INPUTS); the CLI refuses
+    a feature file for a model that does not use it. The feature tables of the inputs it uses
+    are kept in `features_` and saved with the model. `state_rows` names the tensors of
+    `_state()` with a row per user or item, checked against the id maps at load.
     """
 
     name: ClassVar[str] = "base"
+    uses: ClassVar[frozenset[str]] = frozenset()
+    state_rows: ClassVar[dict[str, str]] = {}
     user_map_: IdMap
     item_map_: IdMap
+    features_: dict[str, FeatureTable]
 
     # ---- parameters -----------------------------------------------------------------
     @classmethod
@@ -115,6 +142,8 @@ class BaseRecommender:
         if train.nnz == 0:
             raise RecsysError("training data has no interactions")
         self.user_map_, self.item_map_ = train.user_map, train.item_map
+        self.features_ = {name: getattr(train, name) for name in sorted(self.uses)
+                          if name != "levels" and getattr(train, name) is not None}
         self.fit_info_: dict[str, Any] = {"n_users": train.n_users, "n_items": train.n_items,
                                           "n_pairs": train.nnz}
 
@@ -154,56 +183,23 @@ class BaseRecommender:
             top = np.asarray(items)[top]
         return top, values.cpu().numpy()
 
-    # ---- persistence --------------------------------------------------------------------
+    # ---- persistence (recsys/models/persist.py writes and verifies the folder) -----------
     def _state(self) -> dict[str, torch.Tensor]:
+        """The learned tensors, saved to weights.safetensors."""
         raise NotImplementedError
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | Path) -> None:
-        """Write config.json, the id maps (JSON) and weights.safetensors into folder `path`."""
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"model": self.name, "format": FORMAT_VERSION, "params": self.get_params(),
-                  "fit_info": self.fit_info_}
-        (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        self.user_map_.save(path / "users.json")
-        self.item_map_.save(path / "items.json")
-        state = {k: v.detach().cpu().contiguous() for k, v in self._state().items()}
-        save_file(state, str(path / "weights.safetensors"))
+    def _extras(self) -> dict[str, Any]:
+        """Learned state that is not a tensor (vocabularies, level names, encoder identity,
+        offsets), saved as JSON to extras.json; override with `_load_extras`."""
+        return {}
 
+    def _load_extras(self, extras: dict[str, Any]) -> None:
+        """Restore what `_extras` returned (called after `_load_state`)."""
 
-def load_model(path: str | Path) -> BaseRecommender:
-    """Load a model saved with `save`; no pickle, so loading never runs code from the file."""
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise RecsysError(f"{path}: not a model directory (no config.json)")
-    config = json.loads(config_file.read_text())
-    model = get_model_class(config["model"])(**config["params"])
-    model.user_map_ = IdMap.load(path / "users.json")
-    model.item_map_ = IdMap.load(path / "items.json")
-    model._load_state(load_file(str(path / "weights.safetensors")))
-    model.fit_info_ = config.get("fit_info", {})
-    return model
-
-
-def save_seen(path: str | Path, seen: Interactions) -> None:
-    """Store the users' seen items (usually the training data) in model folder `path`, so the
-    folder alone can serve recommendations that leave out what users already have."""
-    sp.save_npz(Path(path) / SEEN_FILE, seen.matrix.tocsr())
-
-
-def load_seen(path: str | Path, model: BaseRecommender) -> Interactions | None:
-    """The seen items stored beside `model` in folder `path`, or None if there are none."""
-    file = Path(path) / SEEN_FILE
-    if not file.exists():
-        return None
-    matrix = sp.load_npz(file).tocsr()
-    expected = (len(model.user_map_), len(model.item_map_))
-    if matrix.shape != expected:
-        raise RecsysError(f"{file}: seen-item matrix has shape {matrix.shape}, "
-                          f"the model has {expected[0]} users x {expected[1]} items")
-    return Interactions(matrix, model.user_map_, model.item_map_)
+    def save(self, path: str | Path, *, seen: Interactions | None = None) -> None:
+        """Write the model (and the `seen` items, usually the training data, for seen-item
+        exclusion) as a model folder, atomically: see `recsys.models.persist`."""
+        save_model(self, path, seen)

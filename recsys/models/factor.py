@@ -11,6 +11,7 @@ from recsys.models.base import BaseRecommender
 class FactorModel(BaseRecommender):
     """Base for models with user and item factor matrices: one fast scoring path for all."""
 
+    state_rows = {"user_factors": "users", "item_factors": "items"}
     user_factors_: torch.Tensor
     item_factors_: torch.Tensor
 

@@ -15,6 +15,8 @@ from recsys.models.base import BaseRecommender, register
 class Popularity(BaseRecommender):
     """Scores an item by its number of distinct training users (ties: lower index first)."""
 
+    state_rows = {"popularity": "items"}
+
     def __init__(self) -> None:
         pass
 
