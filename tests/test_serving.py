@@ -393,9 +393,9 @@ def test_readyz_reports_a_failed_load(tmp_path, free_port):
         while (answer := client.call("GET", "/readyz"))[1]["status"] == "loading":
             assert time.time() < deadline
             time.sleep(0.05)
-        assert answer[0] == 503 and "not a model directory" in answer[1]["error"]
+        assert answer[0] == 503 and "no such model folder" in answer[1]["error"]
         status, body = client.call("POST", "/recommend", {"user_id": "x"})
-        assert status == 503 and "not a model directory" in body["detail"]
+        assert status == 503 and "no such model folder" in body["detail"]
 
 
 # ---- the command line -----------------------------------------------------------------------
@@ -434,6 +434,6 @@ def test_serve_fails_fast_on_a_bad_model(tmp_path, capsys):
     from pipelines.cli import main
 
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
-    assert "not a model directory" in capsys.readouterr().err
+    assert "no such model folder" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "serving setting model (RECSYS_SERVE_MODEL)" in capsys.readouterr().err

@@ -409,14 +409,17 @@ class DenseColumn(Column):
             at = int(np.argmax(lengths != dim))
             raise DataError(f"{source}: column {name!r} row {_row(present[at])}: {lengths[at]} "
                             f"values, expected {dim} (the column is a dense vector)")
-        flat = pd.Series([x for cell in cells for x in cell], dtype=object)
-        numbers = pd.to_numeric(flat, errors="coerce").to_numpy(np.float64)
+        flat = np.concatenate([np.asarray(c) for c in cells]) if cells else np.zeros(0)
+        try:
+            numbers = flat.astype(np.float64)
+        except (TypeError, ValueError):  # some value is not a number: find which
+            numbers = pd.to_numeric(pd.Series(flat, dtype=object), errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(numbers)
         if bad.any():
             at = int(np.argmax(bad))
             raise DataError(f"{source}: column {name!r} row {_row(present[at // dim])}: "
-                            f"{_show(flat[at])} is not a finite number (the column is a dense "
-                            "vector)")
+                            f"{_show(flat[at].item())} is not a finite number (the column is a "
+                            "dense vector)")
         values = np.zeros((len(series), dim), dtype=np.float32)
         values[present] = numbers.reshape(len(present), dim)
         return cls(name, values, missing)

@@ -56,7 +56,6 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
     folder or empty (a folder of other files is refused, not overwritten).
     """
     model._check_fitted()
-    check_model_target(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model._state().items()}
     extras = model._extras()
     with atomic_dir(path, marker=CONFIG) as tmp:
