@@ -161,8 +161,9 @@ def test_read_features_and_item_text_files(tmp_path):
     (tmp_path / "text.csv").write_text('item_id,text\n1,"Toy Story, a film"\n2,cars\n')
     text = read_features(tmp_path / "text.csv", "item_id", text=True)
     assert text.kinds == {"text": "text"} and text["text"].values.tolist() == ["Toy Story, a film", "cars"]
-    (tmp_path / "bad.csv").write_text("item_id,a,b\n1,x,y\n")
-    with pytest.raises(DataError, match="a text file has two columns"):
+    (tmp_path / "bad.csv").write_text("item_id,text,b\n1,x,y\n")
+    with pytest.raises(DataError, match="bad.csv: a text file has the columns item_id and text; "
+                       "found item_id, text, b"):
         read_features(tmp_path / "bad.csv", "item_id", text=True)
 
 
@@ -214,3 +215,13 @@ def test_a_wider_catalogue_adds_items_without_pairs(data, frame):
     ints = FeatureTable.from_frame(pd.DataFrame({"item_id": [5], "x": [1.0]}), "item_id")
     with pytest.raises(DataError, match="item ids such as 5 are integers"):
         data.with_item_features(ints, extend_catalogue=True)
+
+
+def test_other_separators_make_a_column_multi_valued():
+    frame = pd.DataFrame({"item_id": [1, 2], "class": ["Animation Children's Comedy", "Action"],
+                          "title": ["Toy Story", "GoldenEye"]})  # as in a RecBole .item file
+    table = FeatureTable.from_frame(frame, "item_id", seps={"class": " "})
+    assert table.kinds == {"class": "multi", "title": "categorical"}
+    assert table["class"].lengths.tolist() == [3, 1]
+    assert table["class"].vocab.values == ["Action", "Animation", "Children's", "Comedy"]
+    assert table.encode(frame.iloc[[1]], "item_id")["class"].codes.tolist() == [1]

@@ -298,3 +298,20 @@ def test_compare_configs_attach_feature_files_to_train_and_test(small_log, tmp_p
     assert train.item_map == test.item_map and train.item_map.ids[-1] == "cold"
     assert train.item_features.equals(test.item_features)
     assert "item_features=" in prepared.rule
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_atomic_dir_replaces_a_folder_whole(exchange, tmp_path, monkeypatch):
+    from recsys import atomic
+
+    if not exchange:  # systems without renameat2: rename aside, rename in
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mark").write_text("old")
+    (tmp_path / "out" / "old-only").write_text("x")
+    with atomic.atomic_dir(tmp_path / "out", marker="mark") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.tmp-")
+        (tmp / "mark").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mark"]
+    assert (tmp_path / "out" / "mark").read_text() == "new"

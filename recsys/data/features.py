@@ -35,6 +35,7 @@ from recsys.errors import DataError
 log = logging.getLogger("recsys")
 
 KINDS = ("categorical", "multi", "numeric", "dense", "text")
+MULTI_SEP = "|"  # separates the values of a multi-valued cell in feature files
 IGNORE = "ignore"
 TABLE_FILE, ARRAYS_FILE = "table.json", "arrays.npz"
 TABLE_FORMAT = 1
@@ -84,10 +85,10 @@ def _floats(series: pd.Series, source: str, name: str) -> tuple[np.ndarray, np.n
     return np.where(missing, 0.0, values), missing
 
 
-def infer_kind(series: pd.Series, sep: str = "|") -> str:
+def infer_kind(series: pd.Series) -> str:
     """The column kind a frame column looks like; `kinds=` in `from_frame` overrides it.
 
-    Lists of numbers -> dense; numbers -> numeric; text holding `sep` -> multi; text that is
+    Lists of numbers -> dense; numbers -> numeric; text holding `|` -> multi; text that is
     >= 2 whitespace-separated numbers of one length -> dense; mostly distinct text of three or
     more words -> text; anything else -> categorical.
     """
@@ -104,7 +105,7 @@ def infer_kind(series: pd.Series, sep: str = "|") -> str:
         return "categorical"
     if pd.to_numeric(text, errors="coerce").notna().all():
         return "numeric"
-    if text.str.contains(sep, regex=False).any():
+    if text.str.contains(MULTI_SEP, regex=False).any():
         return "multi"
     words = text.str.split()
     lengths = words.str.len()
@@ -253,7 +254,7 @@ class MultiColumn(Column):
     vocab: Vocabulary
     offsets: np.ndarray  # int64 (n + 1,)
     codes: np.ndarray  # int64 (nnz,)
-    sep: str = "|"
+    sep: str = MULTI_SEP
 
     @staticmethod
     def _split(series: pd.Series, sep: str) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +314,7 @@ class MultiColumn(Column):
         if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(codes) or np.any(
                 np.diff(offsets) < 0):
             raise DataError(f"column {spec['name']!r}: offsets do not describe its codes")
-        return cls(spec["name"], Vocabulary(spec["vocab"]), offsets, codes, spec.get("sep", "|"))
+        return cls(spec["name"], Vocabulary(spec["vocab"]), offsets, codes, spec.get("sep", MULTI_SEP))
 
     def __len__(self):
         return len(self.offsets) - 1
@@ -507,7 +508,8 @@ class FeatureTable:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, id_col: str, *, ids: IdMap | None = None,
                    kinds: Mapping[str, str] | None = None, fit_ids: Iterable | None = None,
-                   min_count: int = 1, sep: str = "|", source: str = "frame") -> FeatureTable:
+                   seps: Mapping[str, str] | None = None, min_count: int = 1,
+                   source: str = "frame") -> FeatureTable:
         """A table from one row per id: `id_col` plus feature columns.
 
         ids: rows to produce (default: the frame's ids, sorted as `IdMap.from_values` does);
@@ -515,12 +517,16 @@ class FeatureTable:
             and counted in `meta`.
         kinds: column -> kind overrides (`categorical`, `multi`, `numeric`, `dense`, `text`,
             or `ignore` to leave a column out); other columns are inferred (`infer_kind`).
+        seps: separators of multi-valued columns other than `|` (a column listed here is
+            multi-valued), e.g. {"genre": " "} for a RecBole `token_seq` column.
         fit_ids: the ids whose rows build vocabularies and statistics (the training ids);
             default all rows. min_count: rarer values map to the unknown code.
         Errors (DataError) name `source`, the column, the 1-based data row and the value.
         """
         frame_ids = _frame_ids(frame, id_col, source)
-        kinds = _resolve_kinds(frame, id_col, dict(kinds or {}), sep, source)
+        seps = dict(seps or {})
+        kinds = _resolve_kinds(frame, id_col, {**dict.fromkeys(seps, "multi"), **(kinds or {})},
+                               source)
         fit_mask = np.ones(len(frame), bool)
         if fit_ids is not None:
             fit_ids = list(fit_ids)
@@ -528,8 +534,9 @@ class FeatureTable:
         if min_count < 1:
             raise DataError(f"min_count must be at least 1, got {min_count}")
         frame = frame.reset_index(drop=True)
-        columns = [COLUMN_TYPES[kind].fit(name, frame[name], fit_mask, source=source, sep=sep,
-                                          min_count=min_count) for name, kind in kinds.items()]
+        columns = [COLUMN_TYPES[kind].fit(name, frame[name], fit_mask, source=source,
+                                          sep=seps.get(name, MULTI_SEP), min_count=min_count)
+                   for name, kind in kinds.items()]
         return cls._aligned(frame_ids, columns, ids, source)
 
     def encode(self, frame: pd.DataFrame, id_col: str, *, ids: IdMap | None = None,
@@ -663,7 +670,7 @@ def _frame_ids(frame: pd.DataFrame, id_col: str, source: str) -> np.ndarray:
     return ids
 
 
-def _resolve_kinds(frame: pd.DataFrame, id_col: str, kinds: dict[str, str], sep: str,
+def _resolve_kinds(frame: pd.DataFrame, id_col: str, kinds: dict[str, str],
                    source: str) -> dict[str, str]:
     """Each feature column's kind: the override, else inferred; errors name the column."""
     for name, kind in kinds.items():
@@ -673,7 +680,7 @@ def _resolve_kinds(frame: pd.DataFrame, id_col: str, kinds: dict[str, str], sep:
         if kind not in (*KINDS, IGNORE):
             raise DataError(f"{source}: column {name!r}: unknown kind {kind!r}; kinds: "
                             f"{', '.join((*KINDS, IGNORE))}")
-    resolved = {str(c): kinds.get(c) or infer_kind(frame[c], sep) for c in frame.columns if c != id_col}
+    resolved = {str(c): kinds.get(c) or infer_kind(frame[c]) for c in frame.columns if c != id_col}
     resolved = {c: k for c, k in resolved.items() if k != IGNORE}
     if not resolved:
         raise DataError(f"{source}: no feature columns besides the id column {id_col!r}")
@@ -720,17 +727,15 @@ def read_features(path: str | Path, id_col: str, *, ids: IdMap | None = None,
                   text: bool = False) -> FeatureTable:
     """A FeatureTable from a CSV/TSV/Parquet file (`--item-features`, `--user-features`).
 
-    With `text`, the file is `id_col,text` and its second column is raw text (`--item-text`).
+    With `text`, the file is `id_col,text` (`--item-text`): a table with one text column, `text`.
     """
     from recsys.data.io import read_table
 
-    frame = read_table(path, [id_col])
+    frame = read_table(path, [id_col, "text"] if text else [id_col])
     if text:
-        others = [c for c in frame.columns if c != id_col]
-        if len(others) != 1:
-            raise DataError(f"{path}: a text file has two columns, {id_col} and the text; "
-                            f"found {', '.join(map(str, frame.columns))}")
-        kinds = {others[0]: "text"}
+        if len(frame.columns) != 2:
+            raise DataError(f"{path}: a text file has the columns {id_col} and text; found "
+                            f"{', '.join(map(str, frame.columns))}")
+        kinds = {"text": "text"}
     return FeatureTable.from_frame(frame, id_col, ids=ids, fit_ids=fit_ids, kinds=kinds,
                                    source=str(path))
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
     folder or empty (a folder of other files is refused, not overwritten).
     """
     model._check_fitted()
+    if seen is not None:
+        _check_seen_shape(seen.matrix.shape, model, "the seen items")
     state = {k: v.detach().cpu().contiguous() for k, v in model._state().items()}
     extras = model._extras()
     with atomic_dir(path, marker=CONFIG) as tmp:
@@ -66,7 +69,6 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
         for name, table in getattr(model, "features_", {}).items():
             table.save(tmp / FEATURES / name)
         if seen is not None:
-            _check_seen_shape(seen.matrix.shape, model, "the seen items")
             sp.save_npz(tmp / SEEN, seen.matrix.tocsr())
         config = {"model": model.name, "format": FORMAT_VERSION, "params": model.get_params(),
                   "fit_info": getattr(model, "fit_info_", {}), "files": _manifest(tmp)}
@@ -78,8 +80,6 @@ def save_seen(path: str | Path, seen: Interactions) -> None:
     path = Path(path)
     if not (path / CONFIG).exists():
         raise RecsysError(f"{path}: not a model folder (no {CONFIG})")
-    from io import BytesIO
-
     buffer = BytesIO()
     sp.save_npz(buffer, seen.matrix.tocsr())
     write_bytes(path / SEEN, buffer.getvalue())
@@ -104,7 +104,13 @@ def load_model(path: str | Path) -> BaseRecommender:
     model.fit_info_ = config.get("fit_info", {})
     model.features_ = {}
     if config["format"] >= 2:
-        model._load_extras(_read_json(path / EXTRAS))
+        try:
+            model._load_extras(_read_json(path / EXTRAS))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, RecsysError):
+                raise
+            raise RecsysError(f"{path / EXTRAS}: not the state of model {model.name!r} "
+                              f"({type(exc).__name__}: {_reason(exc)})") from exc
         model.features_ = _read_features(path, model)
     return model
 
