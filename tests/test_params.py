@@ -111,3 +111,4 @@ def test_cli_types_tuples_and_optionals(small_log, tmp_path):
     model = load_model(out)
     assert model.beta is None and model.factors == 4 and model.epochs == 2
     assert np.isfinite(model.score(np.array([0])).numpy()).all()
+

@@ -75,7 +75,8 @@ def test_hooks_are_called_in_order_on_the_step_and_on_hook_objects():
     step = quadratic_step(module, n_batches=2)
 
     class StepWithHook:
-        batches, loss = step.batches, step.loss
+        def __init__(self):
+            self.batches, self.loss = step.batches, step.loss
 
         def on_epoch_start(self, epoch):
             calls.append(("step object", epoch))

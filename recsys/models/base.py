@@ -45,8 +45,8 @@ class Recommender(Protocol):
 
 @runtime_checkable
 class HasFactors(Protocol):
-    """Scores are user_factors() @ item_factors().T: evaluation, batch jobs, serving and
-    item similarity use one matrix product and a top-k."""
+    """A model whose score is the dot product of a user and an item factor vector, so that
+    evaluation, batch jobs and serving rank with one matrix product and a top-k."""
 
     def user_factors(self) -> torch.Tensor: ...
 

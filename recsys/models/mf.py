@@ -60,7 +60,7 @@ class MF(TorchRecommender):
     per_pair: Literal["auto", "log", "square"] = "auto"
     beta: NonNegative[float] | None = None
 
-    test_params: ClassVar[dict] = {"factors": 16, "epochs": 15}
+    test_params: ClassVar[dict] = {"factors": 16, "epochs": 15, "lr": 0.01}
 
     def propensities(self, train: Interactions) -> Propensity | None:
         if self.loss not in UNBIASED:
