@@ -107,17 +107,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class EarlyStopping:
-    """Validates after each epoch (higher is better), keeps the best epoch's weights, and says
-    when to stop: after `patience` epochs without improvement. The first `warmup` epochs are
-    validated and logged but cannot be chosen (an early, transient peak of a noisy validation
-    metric would otherwise end training)."""
+    """Validates after every `every`-th epoch (higher is better), keeps the best epoch's
+    weights, and says when to stop: after `patience` epochs without improvement. The first
+    `warmup` epochs are validated and logged but cannot be chosen (an early, transient peak of
+    a noisy validation metric would otherwise end training)."""
 
-    def __init__(self, validate: Callable[[], float], patience: int = 10, warmup: int = 0) -> None:
-        self.validate, self.patience, self.warmup = validate, patience, warmup
+    def __init__(self, validate: Callable[[], float], patience: int = 10, warmup: int = 0,
+                 every: int = 1) -> None:
+        self.validate, self.patience, self.warmup, self.every = validate, patience, warmup, every
         self.best_epoch, self.best_score, self.best_state = 0, None, None
 
     def update(self, epoch: int, module: torch.nn.Module, logs: dict[str, float]) -> bool:
         """Validate `module` after `epoch`, record the score in `logs`; True means stop."""
+        if epoch % self.every:
+            return False
         module.eval()
         with torch.no_grad():
             logs["valid"] = score = float(self.validate())

@@ -105,6 +105,22 @@ def test_early_stopping_restores_the_best_epoch_and_respects_warmup():
     assert [h["valid"] for h in result.history] == [0.9, 0.2, 0.5, 0.4, 0.3]
 
 
+def test_validating_every_third_epoch_chooses_among_those():
+    module = Scalar()
+    scores = iter([0.1, 0.3, 0.2, 0.25])
+    validated = []
+
+    def validate():
+        validated.append(len(validated))
+        return next(scores)
+
+    result = train_loop(module, quadratic_step(module), epochs=20, optim=Optim(lr=0.1),
+                        stopping=EarlyStopping(validate, patience=6, every=3), progress=False)
+    # validated after epochs 3, 6, 9, 12; best 6; 12 - 6 >= patience: stop
+    assert [h["epoch"] for h in result.history if "valid" in h] == [3, 6, 9, 12]
+    assert result.best_epoch == 6 and len(result.history) == 12
+
+
 def test_gradient_clipping_bounds_the_norm_seen_after_each_step():
     module = Scalar(100.0)  # gradient 2 (w - 1) = 198
     norms = []
@@ -230,7 +246,8 @@ def test_shared_settings_are_declared_once():
 
     shared = TorchRecommender.param_defaults()
     assert {"epochs", "lr", "optimizer", "weight_decay", "schedule", "clip_grad", "patience",
-            "warmup", "valid_frac", "refit", "valid_metric", "valid_users", "seed", "device",
+            "warmup", "valid_frac", "refit", "valid_metric", "valid_users", "valid_every", "seed",
+            "device",
             "progress", "batch_size"} <= set(shared)
     assert set(shared) < set(MF.param_defaults())
     assert "epochs" not in MF.__dict__.get("__annotations__", {})

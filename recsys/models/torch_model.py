@@ -75,10 +75,11 @@ class TorchRecommender(FactorModel):
 
     `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096). Without a
     `valid` set, `valid_frac` of each user's training items is held out to pick the number
-    of epochs on `valid_metric` (computed on at most `valid_users` users), or on SNIPS recall
-    for unbiased losses; with `refit`, the model is then retrained on all training data for
-    that many epochs, so no data is lost to validation. When the holdout leaves no validation
-    pairs (tiny data), training runs all `epochs` without early stopping and says so.
+    of epochs on `valid_metric` (on at most `valid_users` users, after every `valid_every`-th
+    epoch), or on SNIPS recall for unbiased losses; with `refit`, the model is then retrained
+    on all training data for that many epochs, so no data is lost to validation. When the
+    holdout leaves no validation pairs (tiny data), training runs all `epochs` without early
+    stopping and says so.
     """
 
     epochs: Positive[int] = 200
@@ -94,6 +95,7 @@ class TorchRecommender(FactorModel):
     refit: bool = True
     valid_metric: RankingMetric = "ndcg@20"
     valid_users: Positive[int] = 10000
+    valid_every: Positive[int] = 1
     seed: NonNegative[int] = 0
     device: Device = "auto"
     progress: bool = True
@@ -159,7 +161,8 @@ class TorchRecommender(FactorModel):
         self.module_ = self.build(train, self.device_)
         stopping = None
         if valid is not None:
-            stopping = EarlyStopping(self._validator(train, valid), self.patience, self.warmup)
+            stopping = EarlyStopping(self._validator(train, valid), self.patience, self.warmup,
+                                     self.valid_every)
         optim = Optim(self.optimizer, self.lr, self.weight_decay, self.schedule, self.clip_grad)
         result = train_loop(self.module_, self.train_step(), epochs=epochs, optim=optim,
                             stopping=stopping, hooks=[*self.hooks(), *callbacks],
