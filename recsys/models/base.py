@@ -13,6 +13,7 @@ from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
+from recsys.models.params import coerce_params, param_defaults
 from recsys.models.persist import (  # noqa: F401 (the model-folder API, re-exported here)
     FORMAT_VERSION,
     SEEN,
@@ -21,7 +22,6 @@ from recsys.models.persist import (  # noqa: F401 (the model-folder API, re-expo
     save_model,
     save_seen,
 )
-from recsys.models.params import coerce_params, param_defaults
 
 SEEN_FILE = SEEN
 # side inputs a model can declare in `uses`; the CLI and configs wire files to them
