@@ -132,7 +132,8 @@ def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp
             mlflow.log_text(traceback.format_exc(), "error.txt")
             mlflow.end_run(status="FAILED")
             log.warning("run %s failed: %s", name, exc)
-            return {"run": name, "run_id": run.info.run_id, "status": "FAILED"}, None
+            return {"run": name, "run_id": run.info.run_id, "status": "FAILED",
+                    "error": f"{type(exc).__name__}: {exc}"}, None
     return {"run": name, "run_id": run.info.run_id, "status": "FINISHED", **metrics}, logger.history
 
 

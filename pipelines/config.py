@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
-from recsys.models.base import get_model_class, model_names, preset_params
+from recsys.models.base import coerce_params, get_model_class, model_names, preset_params
 
 
 class Strict(BaseModel):
@@ -55,13 +55,16 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def known_model_and_params(self) -> ModelConfig:
+        """Parameters typed and range-checked like `--param` values, before any work."""
         if self.name not in model_names():
             raise ValueError(f"unknown model {self.name!r}; known models: {', '.join(model_names())}")
-        known = get_model_class(self.name).param_defaults()
-        for key in [*self.params, *self.grid]:
-            if key not in known:
-                raise ValueError(f"model {self.name!r} has no parameter {key!r}; "
-                                 f"parameters: {', '.join(sorted(known))}")
+        cls = get_model_class(self.name)
+        try:
+            self.params = coerce_params(cls, self.params, model=self.name)
+            self.grid = {key: [coerce_params(cls, {key: v}, model=self.name)[key] for v in values]
+                         for key, values in self.grid.items()}
+        except RecsysError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     def variants(self) -> list[dict[str, Any]]:

@@ -69,7 +69,9 @@ def fingerprint(data: Interactions, rule: str) -> str:
 
 
 class EpochLogger:
-    """A training callback that logs each epoch's loss and validation score with `step`."""
+    """A training callback that logs each epoch's logs with `step`: the loss and each named
+    loss part, seconds, and the validation score (`epoch_valid_<metric>`); a refit's keys
+    carry its prefix (`epoch_refit_loss`), so it is plotted apart from the selection run."""
 
     def __init__(self, valid_metric: str = "valid") -> None:
         self.valid_metric = valid_metric
@@ -77,7 +79,6 @@ class EpochLogger:
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self.history.append({"epoch": epoch, **logs})
-        metrics = {"epoch_loss": logs["loss"], "epoch_seconds": logs["seconds"]}
-        if "valid" in logs:
-            metrics[metric_key(f"epoch_valid_{self.valid_metric}")] = logs["valid"]
+        metrics = {metric_key(f"epoch_{key}_{self.valid_metric}" if key.endswith("valid")
+                              else f"epoch_{key}"): value for key, value in logs.items()}
         mlflow.log_metrics(metrics, step=epoch)

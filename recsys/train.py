@@ -1,17 +1,52 @@
-"""One training loop for every torch model: device, epochs, early stopping, progress, callbacks."""
+"""One training loop for every torch model: optimiser settings, named loss parts, hooks, early
+stopping and progress.
+
+A *step object* says what one epoch is: `batches(epoch)` yields tuples and `loss(*batch)`
+returns a scalar tensor or a dict of named scalar parts (summed into the total). Each part is
+averaged per epoch, shown on the progress bar, kept in the history and passed to the hooks
+under its own name. Hooks are objects with any of the optional methods
+
+    on_train_start()          on_epoch_start(epoch)
+    after_step(step)          on_epoch_end(epoch, logs)
+
+(e.g. resampling graph views each epoch, re-masking after each step, logging to MLflow); the
+step object itself may have them too. Losses are accumulated on the device: nothing waits for
+the accelerator until the epoch ends.
+
+The decision to keep or stop lives in `EarlyStopping` alone, so that under data-parallel
+training only one process validates and the others follow the decision it broadcasts.
+"""
 
 from __future__ import annotations
 
-import copy
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from recsys.errors import RecsysError
+
+HOOKS = ("on_train_start", "on_epoch_start", "after_step", "on_epoch_end")
+
+
+class Step(Protocol):
+    """What one epoch of training is, for `train_loop`."""
+
+    def batches(self, epoch: int) -> Iterable[tuple]: ...
+
+    def loss(self, *batch: Any) -> torch.Tensor | dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class StepFunctions:
+    """A step object made of two functions."""
+
+    batches: Callable[[int], Iterable[tuple]]
+    loss: Callable[..., torch.Tensor | dict[str, torch.Tensor]]
 
 
 class Callback(Protocol):
@@ -20,76 +55,172 @@ class Callback(Protocol):
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Optim:
+    """Optimiser settings. `clip_grad` > 0 clips the gradients' global L2 norm to it; the cosine
+    schedule decays the learning rate per epoch to 0 at epoch `horizon` (the configured epoch
+    count, so a refit for fewer epochs follows the same rates as the selection run)."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 0.002
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+    clip_grad: float = 0.0
+
+    def build(self, params: list[torch.nn.Parameter], horizon: int):
+        kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.name]
+        optimizer = kind(params, lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = None
+        if self.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, horizon) / horizon)))
+        return optimizer, scheduler
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
     best_score: float | None
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without it is a clear error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RecsysError("device 'cuda' requested but no CUDA device is available")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise RecsysError(f"device {device!r}: {exc}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RecsysError(f"device {str(device)!r} requested but no CUDA device is available")
+        if device.index is not None and device.index >= count:
+            raise RecsysError(f"device {str(device)!r} requested but there are only {count} "
+                              "CUDA devices")
     return device
+
+
+class EarlyStopping:
+    """Validates after every `every`-th epoch (higher is better), keeps the best epoch's
+    weights, and says when to stop: after `patience` epochs without improvement. The first
+    `warmup` epochs are validated and logged but cannot be chosen (an early, transient peak of
+    a noisy validation metric would otherwise end training)."""
+
+    def __init__(self, validate: Callable[[], float], patience: int = 10, warmup: int = 0,
+                 every: int = 1) -> None:
+        self.validate, self.patience, self.warmup, self.every = validate, patience, warmup, every
+        self.best_epoch, self.best_score, self.best_state = 0, None, None
+
+    def update(self, epoch: int, module: torch.nn.Module, logs: dict[str, float]) -> bool:
+        """Validate `module` after `epoch`, record the score in `logs`; True means stop."""
+        if epoch % self.every:
+            return False
+        module.eval()
+        with torch.no_grad():
+            logs["valid"] = score = float(self.validate())
+        if epoch > self.warmup and (self.best_score is None or score > self.best_score):
+            self.best_epoch, self.best_score = epoch, score
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        last_gain = self.best_epoch if self.best_score is not None else self.warmup
+        return epoch > self.warmup and epoch - last_gain >= self.patience
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
 
 
 def train_loop(
     module: torch.nn.Module,
-    batches: Callable[[], Iterable],
-    loss_fn: Callable[..., torch.Tensor],
+    step: Step,
     *,
     epochs: int,
-    lr: float,
-    validate: Callable[[], float] | None = None,
-    patience: int = 10,
-    warmup: int = 0,
-    callbacks: Sequence[Callback] = (),
+    optim: Optim = Optim(),
+    stopping: EarlyStopping | None = None,
+    hooks: Sequence[object] = (),
+    horizon: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    prefix: str = "",
 ) -> TrainResult:
-    """Adam over `batches()` each epoch; with `validate` (higher is better), keeps the best
-    epoch's weights and stops after `patience` epochs without improvement. The first
-    `warmup` epochs are validated and logged but cannot be chosen (an early, transient peak
-    of a noisy validation metric would otherwise end training).
+    """Train `module` for up to `epochs` epochs of `step`; returns the chosen epoch and history.
+
+    With `stopping`, the best validated epoch's weights are restored at the end; without,
+    the last epoch is the result. Logged keys (`loss`, each loss part, `seconds`, `valid`)
+    carry `prefix` (e.g. "refit_"), so a second run logs apart from the first.
+    Raises RecsysError when the loss becomes NaN or infinite.
     """
     if epochs <= 0:
         raise RecsysError(f"epochs must be positive, got {epochs}")
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    best = TrainResult(best_epoch=epochs, best_score=None)
-    best_state = None
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer, scheduler = optim.build(params, horizon or epochs)
+    listeners = [h for h in (step, *hooks) if h is not None]
+    calls = {name: [getattr(h, name) for h in listeners if callable(getattr(h, name, None))]
+             for name in HOOKS}
+    for fn in calls["on_train_start"]:
+        fn()
+    result = TrainResult(best_epoch=epochs, best_score=None)
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    global_step = 0
     for epoch in bar:
-        start, total, n = time.perf_counter(), 0.0, 0
+        for fn in calls["on_epoch_start"]:
+            fn(epoch)
+        start = time.perf_counter()
         module.train()
-        for batch in batches():
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        for batch in step.batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(*batch)
+            parts = step.loss(*batch)
+            loss = sum(parts.values()) if isinstance(parts, dict) else parts
             loss.backward()
+            if optim.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(params, optim.clip_grad)
             optimizer.step()
-            total, n = total + loss.detach(), n + 1  # stays on the device: no sync per step
-        logs = {"loss": float(total) / max(n, 1), "seconds": time.perf_counter() - start}
-        if not torch.isfinite(torch.tensor(logs["loss"])):
-            raise RecsysError(f"{desc}: loss became {logs['loss']} at epoch {epoch}; "
-                              "lower the learning rate")
-        if validate is not None:
-            module.eval()
-            with torch.no_grad():
-                logs["valid"] = validate()
-            if epoch > warmup and (best.best_score is None or logs["valid"] > best.best_score):
-                best.best_epoch, best.best_score = epoch, logs["valid"]
-                best_state = copy.deepcopy(module.state_dict())
-        best.history.append({"epoch": epoch, **logs})
-        bar.set_postfix({k: round(v, 4) for k, v in logs.items() if k != "seconds"})
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        last_gain = best.best_epoch if best.best_score is not None else warmup
-        if validate is not None and epoch > warmup and epoch - last_gain >= patience:
+            _accumulate(sums, loss, parts)  # stays on the device: no sync per step
+            n += 1
+            global_step += 1
+            for fn in calls["after_step"]:
+                fn(global_step)
+        if scheduler is not None:
+            scheduler.step()
+        logs = _epoch_logs(sums, n, desc, epoch)
+        logs["seconds"] = time.perf_counter() - start
+        stop = stopping.update(epoch, module, logs) if stopping is not None else False
+        logs = {f"{prefix}{k}": v for k, v in logs.items()}
+        result.history.append({"epoch": epoch, **logs})
+        bar.set_postfix({k: round(v, 4) for k, v in logs.items() if not k.endswith("seconds")})
+        for fn in calls["on_epoch_end"]:
+            fn(epoch, logs)
+        if stop:
             break
-    if best_state is not None:
-        module.load_state_dict(best_state)
+    if stopping is not None:
+        stopping.restore(module)
+        if stopping.best_score is not None:
+            result.best_epoch, result.best_score = stopping.best_epoch, stopping.best_score
     module.eval()
-    return best
+    return result
+
+
+def _accumulate(sums: dict[str, torch.Tensor], loss: torch.Tensor, parts) -> None:
+    named = {"loss": loss, **(parts if isinstance(parts, dict) else {})}
+    for key, value in named.items():
+        value = value.detach()
+        sums[key] = sums[key] + value if key in sums else value
+
+
+def _epoch_logs(sums: dict[str, torch.Tensor], n: int, desc: str, epoch: int) -> dict[str, float]:
+    """Epoch means of the loss and its parts, with one transfer from the device."""
+    if n == 0:
+        raise RecsysError(f"{desc}: epoch {epoch} had no batches")
+    means = (torch.stack(list(sums.values())).float() / n).tolist()
+    logs = dict(zip(sums, means, strict=True))
+    if not math.isfinite(logs["loss"]):
+        raise RecsysError(f"{desc}: loss became {logs['loss']} at epoch {epoch}; "
+                          "lower the learning rate")
+    return logs

@@ -6,8 +6,6 @@ from recsys import create_model, load_model, model_names
 from recsys.data import random_split
 from recsys.data.sampling import PairSampler
 from recsys.errors import RecsysError
-from recsys.evaluate import evaluate
-from recsys.models import BaseRecommender, Recommender
 
 FAST = {
     "pop": {},
@@ -35,19 +33,6 @@ def test_registry_lists_the_baselines():
         create_model("mf", colour=3)
 
 
-@pytest.mark.parametrize("name", list(FAST))
-def test_protocol_params_and_save_load_give_identical_scores(name, fitted, tmp_path, split_data):
-    model = fitted[name]
-    assert isinstance(model, Recommender)
-    assert type(model)(**model.get_params()).get_params() == model.get_params()
-    model.save(tmp_path / name)
-    loaded = load_model(tmp_path / name)
-    users = np.arange(split_data.train.n_users)
-    assert torch.equal(model.score(users).cpu(), loaded.score(users))
-    assert loaded.user_map_ == split_data.train.user_map
-    assert loaded.get_params() == model.get_params()
-
-
 def test_no_pickle_in_saved_model(fitted, tmp_path):
     fitted["mf"].save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
@@ -57,13 +42,6 @@ def test_no_pickle_in_saved_model(fitted, tmp_path):
 def test_pop_scores_are_user_counts(fitted, split_data):
     scores = fitted["pop"].score(np.array([0, 1]))
     assert torch.equal(scores[0], torch.tensor(split_data.train.item_popularity, dtype=torch.float32))
-
-
-@pytest.mark.parametrize("name", ["als", "bpr", "mf"])
-def test_personalised_models_beat_popularity(name, fitted, split_data):
-    train, test = split_data
-    pop = evaluate(fitted["pop"], test, train=train, k=10)["ndcg@10"]
-    assert evaluate(fitted[name], test, train=train, k=10)["ndcg@10"] > pop
 
 
 def test_recommend_excludes_training_items_and_respects_candidates(fitted, split_data):
@@ -80,22 +58,12 @@ def test_recommend_excludes_training_items_and_respects_candidates(fitted, split
         fitted["mf"].recommend(users, 0)
 
 
-def test_unfitted_model_says_so():
-    with pytest.raises(RecsysError, match="not fitted"):
-        create_model("mf").score(np.array([0]))
-
-
 def test_mf_early_stopping_records_the_best_epoch(split_data):
     model = create_model("mf", factors=8, epochs=30, patience=2, progress=False, lr=0.05,
                          device="cpu").fit(split_data.train)
     info = model.fit_info_
     assert 1 <= info["best_epoch"] <= info["epochs_run"] <= 30
     assert info["epochs_run"] - info["best_epoch"] <= 2 or info["epochs_run"] == 30
-
-
-def test_mf_is_deterministic_by_seed(split_data):
-    a, b = (create_model("mf", **FAST["mf"]).fit(split_data.train) for _ in range(2))
-    assert torch.equal(a.item_factors(), b.item_factors())
 
 
 def test_mf_callbacks_receive_each_epoch(split_data):
@@ -122,10 +90,6 @@ def test_pair_sampler_covers_positives_and_avoids_them_as_negatives(small_data):
     assert sampler.is_positive(users, neg).float().mean() < 0.3**4 + 0.005
 
 
-def test_subclass_contract_is_the_base_class():
-    assert all(issubclass(type(create_model(n)), BaseRecommender) for n in FAST)
-
-
 @pytest.mark.parametrize("loss", ["bpr", "bce", "wmf", "relmf", "ubpr"])
 def test_mf_trains_with_every_loss(loss, split_data):
     model = create_model("mf", loss=loss, factors=8, epochs=3, valid_frac=0.0, progress=False,
@@ -149,5 +113,5 @@ def test_unbiased_presets_compute_or_take_propensities(split_data, tmp_path):
     model.save(tmp_path / "u")
     loaded = load_model(tmp_path / "u")
     assert loaded.loss == "ubpr" and loaded.beta == model.beta
-    with pytest.raises(RecsysError, match="unknown loss"):
-        create_model("mf", loss="hinge").fit(split_data.train)
+    with pytest.raises(RecsysError, match="parameter loss='hinge': input should be 'bpr'"):
+        create_model("mf", loss="hinge")

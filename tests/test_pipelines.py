@@ -1,6 +1,7 @@
 """MLflow pipelines against real tracking stores: SQLite, and an `mlflow server` on 127.0.0.1."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ models:
   - name: pop
   - name: mf
     params: {epochs: 4, factors: 8}
-    grid: {loss: [bpr, nonsense]}
+    grid: {device: [cpu, 'cuda:7']}
 k: [5, 20]
 register_as: tiny-model
 """
@@ -40,7 +41,13 @@ def tiny_config(tmp_path):
 @pytest.mark.parametrize("text, needle", [
     ("models:\n  - name: mf\n    parms: {}\n", "models.0.parms: unknown key"),
     ("models:\n  - name: mff\n", "unknown model 'mff'"),
-    ("models:\n  - name: mf\n    grid: {lrr: [1]}\n", "no parameter 'lrr'"),
+    ("models:\n  - name: mf\n    grid: {lrr: [1]}\n", "no parameter(s) lrr"),
+    ("models:\n  - name: mf\n    grid: {loss: [bpr, nonsense]}\n",
+     "models.0: model 'mf': parameter loss='nonsense': input should be 'bpr'"),
+    ("models:\n  - name: mf\n    params: {factors: 0}\n",
+     "models.0: model 'mf': parameter factors=0: input should be greater than 0"),
+    ("models:\n  - name: mf\n    params: {lr: .nan}\n", "parameter lr=nan: input should be a finite"),
+    ("models:\n  - name: als\n    params: {iterations: ten}\n", "parameter iterations='ten'"),
     ("models:\n  - name: pop\nselect: ndcg@7\n", "select 'ndcg@7'"),
     ("modells: []\n", "modells: unknown key"),
     ("models: [\n", "not valid YAML"),
@@ -48,7 +55,7 @@ def tiny_config(tmp_path):
 def test_config_errors_name_the_key(tmp_path, text, needle):
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    with pytest.raises(RecsysError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(RecsysError, match=re.escape(needle)):
         load_config(path)
 
 
@@ -59,9 +66,9 @@ def check_comparison(client: MlflowClient, capsys_out: str) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 3
     by_name = {r.data.tags["mlflow.runName"]: r for r in children}
-    failed = by_name["mf loss=nonsense"]
-    assert failed.info.status == "FAILED" and "unknown loss" in failed.data.tags["error"]
-    mf = by_name["mf loss=bpr"]
+    failed = by_name["mf device=cuda:7"]  # valid as a parameter; no such device at fit time
+    assert failed.info.status == "FAILED" and "cuda:7" in failed.data.tags["error"]
+    mf = by_name["mf device=cpu"]
     assert mf.info.status == "FINISHED"
     assert {"ndcg_at_20", "recall_at_5", "unbiased_dcg_at_5"} <= set(mf.data.metrics)
     assert mf.data.tags["dataset_fingerprint"] == parents[0].data.tags["dataset_fingerprint"]
@@ -157,7 +164,7 @@ def test_a_comparison_killed_midway_leaves_a_clean_store(sqlite_store, tmp_path)
     slow.write_text(TINY.replace("experiment: tiny", "experiment: crash")
                     .replace("register_as: tiny-model", "")
                     .replace("params: {epochs: 4, factors: 8}", "params: {epochs: 100000, patience: 100000}")
-                    .replace("grid: {loss: [bpr, nonsense]}", ""))
+                    .replace("grid: {device: [cpu, 'cuda:7']}", ""))
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "compare", "--config", str(slow)],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client, deadline = MlflowClient(sqlite_store), time.time() + 120
@@ -188,3 +195,12 @@ def test_a_comparison_killed_midway_leaves_a_clean_store(sqlite_store, tmp_path)
             assert new.info.status == "KILLED" and "ended before the run finished" in new.data.tags["error"]
     fresh = [r for r in after.values() if r.info.run_id not in before]
     assert len(fresh) == 2 and all(r.info.status == "FINISHED" for r in fresh)
+
+
+def test_compare_fails_when_every_run_fails(sqlite_store, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("experiment: allfail\ndata: {kind: simulate, n_users: 300, n_items: 200, "
+                    "n_interactions: 4000, seed: 0}\nmodels:\n  - name: mf\n"
+                    "    params: {epochs: 2, device: 'cuda:7'}\nk: [5, 20]\n")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert "recsys: error: all 1 runs failed; mf: RecsysError: device 'cuda:7'" in capsys.readouterr().err

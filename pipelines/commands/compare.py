@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from recsys.errors import RecsysError
+
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from pipelines.compare import compare, markdown_table
@@ -15,6 +17,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     cols = ["run", "status", *[c for c in (config.select, f"recall@{max(config.k)}",
                                             "unbiased_dcg@5", "unbiased_rare_dcg@5") if c in report]]
     print(markdown_table(report[cols]))
+    failed = report[report["status"] == "FAILED"]
+    if len(failed) == len(report):
+        first = failed.iloc[0]
+        raise RecsysError(f"all {len(report)} runs failed; {first['run']}: {first['error']}")
     if "registered_version" in report.attrs:
         print(f"registered {config.register_as} version {report.attrs['registered_version']} "
               f"as @{config.alias}: models:/{config.register_as}@{config.alias}")

@@ -8,47 +8,25 @@ from typing import Any
 from pipelines.commands.common import check_out
 from recsys.data.files import aligned_side_features, read_interactions, with_side_files
 from recsys.errors import RecsysError
-from recsys.models.base import check_side_inputs, create_model, get_model_class, model_names
+from recsys.models.base import (
+    check_side_inputs,
+    coerce_params,
+    create_model,
+    get_model_class,
+    model_names,
+)
 from recsys.models.persist import check_model_target
 
 
 def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
-    """`key=value` strings to typed constructor arguments, typed by each default."""
-    defaults = get_model_class(model).param_defaults()
+    """`key=value` strings to typed, range-checked constructor arguments of `model`."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise RecsysError(f"--param {pair!r}: expected key=value")
-        if key not in defaults:
-            raise RecsysError(f"model {model!r} has no parameter {key!r}; "
-                              f"parameters: {', '.join(sorted(defaults))}")
-        params[key] = _convert(key, raw, defaults[key])
-    return params
-
-
-def _convert(key: str, raw: str, default: Any) -> Any:
-    if default is None:  # optional parameter: a number, none, or text
-        if raw.lower() in ("none", "null"):
-            return None
-        for kind in (int, float):
-            try:
-                return kind(raw)
-            except ValueError:
-                pass
-        return raw
-    try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return raw.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        raise RecsysError(f"--param {key}={raw!r}: expected a {type(default).__name__}") from None
-    return raw
+        params[key.strip()] = raw
+    return coerce_params(get_model_class(model), params, model=model)
 
 
 SIDE_FLAGS = ("item_features", "user_features", "item_text")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -14,6 +13,7 @@ from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
+from recsys.models.params import coerce_params, param_defaults
 from recsys.models.persist import (  # noqa: F401 (the model-folder API, re-exported here)
     FORMAT_VERSION,
     SEEN,
@@ -41,6 +41,16 @@ class Recommender(Protocol):
                   items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def save(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class HasFactors(Protocol):
+    """A model whose score is the dot product of a user and an item factor vector, so that
+    evaluation, batch jobs and serving rank with one matrix product and a top-k."""
+
+    def user_factors(self) -> torch.Tensor: ...
+
+    def item_factors(self) -> torch.Tensor: ...
 
 
 _REGISTRY: dict[str, type[BaseRecommender]] = {}
@@ -88,15 +98,11 @@ def check_side_inputs(name: str, given: Iterable[str]) -> None:
 
 
 def create_model(name: str, **params: Any) -> BaseRecommender:
-    """Instantiate a registered model or preset; unknown parameters are an error naming them."""
+    """Instantiate a registered model or preset with typed, range-checked parameters (strings
+    such as "64" or "128,64" are typed from the annotations); an unknown parameter, a wrong
+    type or a value out of range is an error naming it."""
     cls = get_model_class(name)
-    params = {**preset_params(name), **params}
-    known = cls.param_defaults()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise RecsysError(f"model {name!r} has no parameter(s) {', '.join(unknown)}; "
-                          f"parameters: {', '.join(sorted(known))}")
-    return cls(**params)
+    return cls(**coerce_params(cls, {**preset_params(name), **params}, model=name))
 
 
 class BaseRecommender:
@@ -113,8 +119,13 @@ class BaseRecommender:
     """
 
     name: ClassVar[str] = "base"
+    # side inputs the model reads: 'levels', 'item_features', 'user_features', 'item_text'
     uses: ClassVar[frozenset[str]] = frozenset()
     state_rows: ClassVar[dict[str, str]] = {}
+    # small, fast settings for the contract tests (tests/test_contract.py)
+    test_params: ClassVar[dict[str, Any]] = {}
+    # the same data, parameters and seed give the same scores
+    deterministic: ClassVar[bool] = True
     user_map_: IdMap
     item_map_: IdMap
     features_: dict[str, FeatureTable]
@@ -122,8 +133,7 @@ class BaseRecommender:
     # ---- parameters -----------------------------------------------------------------
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
-        sig = inspect.signature(cls.__init__)
-        return {n: p.default for n, p in sig.parameters.items() if n != "self"}
+        return param_defaults(cls)
 
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self.param_defaults()}
@@ -139,6 +149,9 @@ class BaseRecommender:
 
     def _start_fit(self, train: Interactions) -> None:
         """Record what every fitted model keeps: the id maps and a summary of the fit."""
+        # typed and range-checked here too, for models built directly in Python
+        for key, value in coerce_params(type(self), self.get_params()).items():
+            setattr(self, key, value)
         if train.nnz == 0:
             raise RecsysError("training data has no interactions")
         self.user_map_, self.item_map_ = train.user_map, train.item_map

@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys.data.interactions import Interactions
+from recsys.errors import RecsysError
 from recsys.models.base import register
 from recsys.models.factor import FactorModel
+from recsys.models.params import Device, NonNegative, Positive
 
 
 def _use_gpu(device: str) -> bool:
     import implicit.gpu
 
     if device == "cuda" and not implicit.gpu.HAS_CUDA:
-        from recsys.errors import RecsysError
-
         raise RecsysError("device='cuda' but this implicit build has no CUDA support")
     return device in ("auto", "cuda") and implicit.gpu.HAS_CUDA
 
 
-def _fit_implicit(build, wrapper: FactorModel, matrix: sp.csr_matrix, progress: bool) -> None:
+def _fit_implicit(build, wrapper: FactorModel, matrix: sp.csr_matrix, progress: bool,
+                  culprit: str) -> None:
+    """Fit an implicit model into `wrapper`'s factors. Diverged training (NaN or infinite
+    factors, implicit's ModelFitError) is one error naming `culprit`, the parameter to lower."""
+    from implicit.recommender_base import ModelFitError
+
     # implicit parallelises itself; a multi-threaded BLAS underneath it oversubscribes the cores
     with threadpool_limits(1, "blas"):
         model = build()
-        model.fit(matrix, show_progress=progress)
-    if hasattr(model, "to_cpu"):  # GPU models keep factors on the device
+        try:
+            model.fit(matrix, show_progress=progress)
+        except ModelFitError:
+            model = None
+    if model is not None and hasattr(model, "to_cpu"):  # GPU models keep factors on the device
         model = model.to_cpu()
+    if model is None or not (np.isfinite(model.user_factors).all()
+                             and np.isfinite(model.item_factors).all()):
+        raise RecsysError(f"{wrapper.name}: training diverged (factors became NaN or infinite); "
+                          f"lower {culprit} (now {getattr(wrapper, culprit)})")
     wrapper._set_factors(model.user_factors, model.item_factors)
 
 
@@ -40,9 +53,11 @@ class ALS(FactorModel):
     Uses implicit's GPU solver when the device is 'auto' or 'cuda' and CUDA is available.
     """
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 2.0,
-                 iterations: int = 15, seed: int = 0, device: str = "auto",
-                 progress: bool = True) -> None:
+    test_params: ClassVar[dict] = {"factors": 16, "iterations": 5}
+
+    def __init__(self, factors: Positive[int] = 64, regularization: NonNegative[float] = 0.05,
+                 alpha: Positive[float] = 2.0, iterations: Positive[int] = 15,
+                 seed: NonNegative[int] = 0, device: Device = "auto", progress: bool = True) -> None:
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
@@ -59,7 +74,7 @@ class ALS(FactorModel):
         _fit_implicit(lambda: implicit.als.AlternatingLeastSquares(
             factors=self.factors, regularization=self.regularization, alpha=self.alpha,
             iterations=self.iterations, random_state=self.seed, use_gpu=_use_gpu(self.device)),
-            self, train.matrix.astype(np.float32), self.progress)
+            self, train.matrix.astype(np.float32), self.progress, culprit="alpha")
         return self
 
 
@@ -67,9 +82,12 @@ class ALS(FactorModel):
 class BPR(FactorModel):
     """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias."""
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.01,
-                 regularization: float = 0.01, iterations: int = 100, seed: int = 0,
-                 device: str = "auto", progress: bool = True) -> None:
+    test_params: ClassVar[dict] = {"factors": 16}
+    deterministic = False  # Hogwild: threads update shared factors in no fixed order
+
+    def __init__(self, factors: Positive[int] = 64, learning_rate: Positive[float] = 0.01,
+                 regularization: NonNegative[float] = 0.01, iterations: Positive[int] = 100,
+                 seed: NonNegative[int] = 0, device: Device = "auto", progress: bool = True) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -87,5 +105,5 @@ class BPR(FactorModel):
             factors=self.factors, learning_rate=self.learning_rate,
             regularization=self.regularization, iterations=self.iterations,
             random_state=self.seed, use_gpu=_use_gpu(self.device)),
-            self, train.matrix.astype(np.float32), self.progress)
+            self, train.matrix.astype(np.float32), self.progress, culprit="learning_rate")
         return self
