@@ -1,15 +1,17 @@
 """Per-epoch cost of the training template against a bare torch BPR loop, same batch size.
 
     python bench/train_overhead.py [--device cpu|cuda] [--batches 1024,65536]
-        [--users 20000 --items 8000 --interactions 400000] [--epochs 5] [--repeats 3]
+        [--users 20000 --items 8000 --interactions 400000] [--epochs 10] [--repeats 3]
+        [--valid-every 1,5]
 
 Both sides train the same model on the same pairs: embeddings (64 factors), BPR loss with
 one uniformly drawn negative per positive, an L2 penalty, Adam. The bare loop is what one
 would write by hand (a permutation per epoch, slices, no host sync per step). The template
 side is a TorchRecommender family doing exactly that, fitted through the full template
 (validation carved from train and run after every epoch, early stopping bookkeeping, loss
-accumulation, hooks, progress bar off). `mf` is the shipped family (its sampler redraws
-negatives that are positives). Reported per epoch, median over repeats:
+accumulation, hooks, progress bar off), validating every `--valid-every` epochs. `mf` is
+the shipped family (its sampler redraws negatives that are positives). Reported per epoch,
+median over repeats:
 
 - train: the training part of an epoch (template's logged `seconds`)
 - epoch: everything the fit does divided by the epochs it ran (validation, holdout, export)
@@ -118,9 +120,10 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--items", type=int, default=8000)
     ap.add_argument("--interactions", type=int, default=400_000)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--families", default="template,mf", help="template (BenchBPR) and/or mf")
+    ap.add_argument("--valid-every", default="1,5", help="validation intervals for the template")
     args = ap.parse_args()
     device = torch.device(args.device)
     data = Interactions.from_frame(synthetic_log(args.users, args.items, args.interactions, seed=0))
@@ -129,26 +132,29 @@ def main() -> None:
     print(f"# torch {torch.__version__} on {name}, {torch.get_num_threads()} threads; "
           f"{data.n_users} users, {data.n_items} items, {fit_part.nnz} training pairs; "
           f"{args.epochs} epochs, median of {args.repeats}")
-    print("| device | batch | family | bare s/epoch | train s/epoch | fit s/epoch | train ratio "
-          "| epoch ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| device | batch | family | valid_every | bare s/epoch | train s/epoch | fit s/epoch "
+          "| train ratio | epoch ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     common = dict(epochs=args.epochs, patience=args.epochs, lr=LR, refit=False, progress=False,
                   device=args.device, seed=0)
+    variants = [("template", int(e)) for e in args.valid_every.split(",")
+                if "template" in args.families] + [("mf", 1)] * ("mf" in args.families)
     for batch in map(int, args.batches.split(",")):
-        rows = {f: [] for f in args.families.split(",")}
+        rows = {v: [] for v in variants}
         bare = []
         for _ in range(args.repeats):  # interleaved, so load changes hit both sides alike
             bare.append(bare_epochs(fit_part, batch, args.epochs, device))
-            for family in rows:
-                model = (BenchBPR(batch_size=batch, **common) if family == "template" else
-                         create_model("mf", batch_size=batch, factors=FACTORS, reg=REG, **common))
-                rows[family].append(template_epochs(model, data, device))
+            for family, every in rows:
+                settings = dict(batch_size=batch, valid_every=every, **common)
+                model = (BenchBPR(**settings) if family == "template" else
+                         create_model("mf", factors=FACTORS, reg=REG, **settings))
+                rows[family, every].append(template_epochs(model, data, device))
         b = statistics.median(bare)
-        for family, runs in rows.items():
+        for (family, every), runs in rows.items():
             train = statistics.median(r[0] for r in runs)
             epoch = statistics.median(r[1] for r in runs)
-            print(f"| {device.type} | {batch} | {family} | {b:.3f} | {train:.3f} | {epoch:.3f} | "
-                  f"{train / b:.2f} | {epoch / b:.2f} |", flush=True)
+            print(f"| {device.type} | {batch} | {family} | {every} | {b:.3f} | {train:.3f} | "
+                  f"{epoch:.3f} | {train / b:.2f} | {epoch / b:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
