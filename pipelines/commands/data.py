@@ -10,6 +10,7 @@ from recsys.atomic import atomic_file
 from recsys.data.datasets import download, registry
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_events
+from recsys.data.levels import level_counts
 from recsys.data.split import split
 
 
@@ -17,12 +18,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     out = check_out(args.out, "folder")
     frame = read_events(args.input)
     cols = set(frame.columns)
-    rating_col = args.rating_col or ("rating" if args.min_rating is not None else None)
+    by_rating = args.levels_from_rating is not None
+    rating_col = args.rating_col or (
+        "rating" if args.min_rating is not None or by_rating else None)
     time_col = args.time_col or ("timestamp" if "timestamp" in cols else None)
-    level_col = args.level_col or ("level" if "level" in cols else None)
+    level_col = args.level_col or ("level" if "level" in cols and not by_rating else None)
     data = Interactions.from_frame(
         frame, user_col=args.user_col, item_col=args.item_col, rating_col=rating_col,
-        time_col=time_col, level_col=level_col, min_rating=args.min_rating,
+        time_col=time_col, level_col=level_col, level_names=args.levels,
+        levels_from_rating=args.levels_from_rating, min_rating=args.min_rating,
         duplicates=args.duplicates, source=str(args.input))
     train, test = split(data, args.split, test_frac=args.test_frac, seed=args.seed)
     meta = {"input": str(args.input), "split": args.split, "test_frac": args.test_frac,
@@ -31,6 +35,10 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
             "duplicates": args.duplicates, "source": data.meta, "test": test.meta,
             "train_pairs": train.nnz, "test_pairs": test.nnz,
             "users": train.n_users, "items": train.n_items}
+    if data.level_names is not None:
+        meta["levels"] = {"names": list(data.level_names),
+                          **{part: level_counts(d.levels, d.level_names)
+                             for part, d in (("all", data), ("train", train), ("test", test))}}
     # all three files are written in full first, then renamed into place together
     with (atomic_file(out / "train.parquet") as train_tmp, atomic_file(out / "test.parquet") as
           test_tmp, atomic_file(out / "meta.json") as meta_tmp):
@@ -69,7 +77,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "--min-rating (default: rating when --min-rating is given)")
     prep.add_argument("--min-rating", type=finite_float, help="keep rows rated >= X, as weight-1 positives")
     prep.add_argument("--time-col", help="timestamp column (default: timestamp if present)")
-    prep.add_argument("--level-col", help="graded feedback level 1..L (default: level if present)")
+    prep.add_argument("--level-col", help="graded feedback: integer levels 1..L, or event names "
+                      "ordered by --levels (default: level if present); the highest level per "
+                      "(user, item) is kept")
+    prep.add_argument("--levels", help="level names weakest first, e.g. 'view<cart<purchase': "
+                      "the values of --level-col, or names for its integers 1..L")
+    prep.add_argument("--levels-from-rating", metavar="T1,T2,...",
+                      help="levels from rating thresholds, e.g. 3,4,5: 3 -> level 1, 4 -> 2, "
+                      ">= 5 -> 3; rows rated below the first are dropped and counted")
     prep.add_argument("--duplicates", choices=["sum", "max"], default="sum",
                       help="combine repeated (user, item) rows by summing weights (default) or max")
     prep.add_argument("--split", choices=["random", "temporal", "leave-last"], default="random",

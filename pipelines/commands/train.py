@@ -42,10 +42,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise RecsysError(f"--{flag.replace('_', '-')}: {exc}") from None
     check_model_target(args.out)
     model = create_model(args.model, **parse_params(args.model, args.param))
-    train = with_side_files(read_interactions(args.train), **sides)
+    train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     valid = None
     if args.valid:
-        valid = read_interactions(args.valid, user_map=train.user_map, item_map=train.item_map)
+        valid = read_interactions(args.valid, user_map=train.user_map, item_map=train.item_map,
+                                  level_names=train.level_names if args.levels else None)
         if valid.nnz == 0:
             raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
         valid = aligned_side_features(valid, train)
@@ -64,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="model parameter, repeatable (see `recsys models`)")
     tr.add_argument("--out", required=True, help="model folder to write")
+    tr.add_argument("--levels", help="level names weakest first, e.g. 'view<cart<purchase', for "
+                    "a 'level' column of names or to name its integers 1..L")
     tr.add_argument("--item-features", help="item_id + feature columns ('|' separates values), "
                     "for models that use side information")
     tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")

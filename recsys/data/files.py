@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +11,27 @@ from recsys.data.features import read_features
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.data.io import read_table
+from recsys.errors import DataError
 
 OPTIONAL_COLUMNS = {"rating_col": "rating", "time_col": "timestamp", "level_col": "level"}
 
 
 def read_interactions(path: str | Path, *, user_map: IdMap | None = None,
-                      item_map: IdMap | None = None) -> Interactions:
+                      item_map: IdMap | None = None,
+                      level_names: Sequence[str] | None = None) -> Interactions:
     """Read a CSV/Parquet file with columns user_id, item_id[, rating][, timestamp][, level].
 
-    `rating` is the pair's weight (summed over repeated rows). With id maps (a model's), rows
-    of unknown users or items are dropped and counted in `meta`.
+    `rating` is the pair's weight (summed over repeated rows). `level` holds integer levels
+    1..L, or level names ordered by `level_names` (Parquet files from `recsys data prepare`
+    carry the names themselves). With id maps (a model's), rows of unknown users or items are
+    dropped and counted in `meta`.
     """
     frame = read_table(path, ["user_id", "item_id"])
     optional = {arg: col for arg, col in OPTIONAL_COLUMNS.items() if col in frame.columns}
+    if level_names is not None and "level_col" not in optional:
+        raise DataError(f"{path}: level names given but the file has no 'level' column")
     return Interactions.from_frame(frame, user_map=user_map, item_map=item_map,
-                                   source=str(path), **optional)
+                                   level_names=level_names, source=str(path), **optional)
 
 
 def with_side_files(data: Interactions, *, item_features: str | Path | None = None,

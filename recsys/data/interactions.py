@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
@@ -14,6 +15,15 @@ import torch
 
 from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
+from recsys.data.levels import (
+    default_names,
+    encode_levels,
+    level_counts,
+    parse_levels,
+    parse_thresholds,
+    rating_levels,
+    threshold_names,
+)
 from recsys.data.propensity import Propensity
 from recsys.errors import DataError
 
@@ -28,6 +38,7 @@ class Interactions:
 
     matrix: CSR float32 weights (counts, or ratings used as weights); rows are users.
     levels: optional CSR int8 ordinal feedback level (1..L) on the same pattern as `matrix`.
+    level_names: the names of levels 1..L, weakest first (default '1'..'L'); None without levels.
     timestamps: optional CSR float64 time of the latest event, same pattern as `matrix`.
     meta: provenance (source, rules applied, rows dropped and why).
     propensity: optional exposure propensities for unbiased losses and metrics; derived
@@ -48,6 +59,7 @@ class Interactions:
     user_features: FeatureTable | None = None
     item_features: FeatureTable | None = None
     item_text: FeatureTable | None = None
+    level_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         shape = (len(self.user_map), len(self.item_map))
@@ -63,6 +75,14 @@ class Interactions:
             if table is not None and table.ids != ids:
                 raise DataError(f"{name} rows do not follow the {name.split('_')[0]} id map "
                                 "(attach tables with with_user_features / with_item_features)")
+        if self.levels is None:
+            object.__setattr__(self, "level_names", None)
+            return
+        top = int(self.levels.data.max()) if self.levels.nnz else 0
+        names = self.level_names or default_names(top)
+        object.__setattr__(self, "level_names", tuple(names))
+        if top > len(names) or (self.levels.nnz and self.levels.data.min() < 1):
+            raise DataError(f"levels must lie in 1..{len(names)} ({'<'.join(names)})")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -75,6 +95,8 @@ class Interactions:
         rating_col: str | None = None,
         time_col: str | None = None,
         level_col: str | None = None,
+        level_names: Sequence[str] | None = None,
+        levels_from_rating: Sequence[float] | None = None,
         min_rating: float | None = None,
         duplicates: Duplicates = "sum",
         user_map: IdMap | None = None,
@@ -87,18 +109,39 @@ class Interactions:
         `min_rating`, rows rated below it are dropped and the rest weigh 1 (implicit positives).
         Repeated (user, item) rows combine by `duplicates`: "sum" (event counts) or "max";
         levels and timestamps always take the max (highest level reached, latest event).
+        Levels (see `recsys.data.levels`) come from `level_col` (integers 1..L, or names
+        ordered by `level_names`), or from `rating_col` through `levels_from_rating`
+        thresholds: rows below the first are dropped and counted, the rest weigh 1.
         With given id maps (e.g. a test file mapped onto a model's training ids), rows whose
         user or item is not in them are dropped and counted in `meta`.
         """
-        from recsys.data.io import check_weights, validate_frame
+        from recsys.data.io import check_weights, require_columns, validate_frame
 
         if min_rating is not None and (rating_col is None or not np.isfinite(min_rating)):
             raise DataError(f"min_rating must be a finite number used with a rating column, "
                             f"got {min_rating} (rating column: {rating_col})")
-        frame = validate_frame(frame, source, user_col, item_col, rating_col, time_col, level_col)
+        frame = validate_frame(frame, source, user_col, item_col, rating_col, time_col)
         meta: dict = {"source": source, "rows": len(frame), "duplicates": duplicates}
         if duplicates not in ("sum", "max"):
             raise DataError(f"duplicates must be 'sum' or 'max', got {duplicates!r}")
+
+        level_values = None
+        if level_names is not None:
+            if level_col is None:
+                raise DataError(f"{source}: level names given without a level column")
+            level_names = parse_levels(level_names)
+        if levels_from_rating is not None:
+            if rating_col is None or level_col is not None or min_rating is not None:
+                raise DataError(f"{source}: levels from rating need a rating column, and "
+                                "neither a level column nor a minimum rating")
+            thresholds = parse_thresholds(levels_from_rating)
+            level_values = rating_levels(frame[rating_col].to_numpy(np.float64), thresholds)
+            level_names, min_rating = threshold_names(thresholds), thresholds[0]
+            meta["levels_from_rating"] = list(thresholds)
+        elif level_col is not None:
+            require_columns(frame, [level_col], source)
+            level_values, level_names = encode_levels(frame[level_col], level_names, level_col,
+                                                      source)
 
         if rating_col is not None and min_rating is not None:
             ratings = frame[rating_col].to_numpy()
@@ -110,6 +153,8 @@ class Interactions:
             if (~keep).any():
                 log.info("%s: %d rows rated below %s dropped", source, (~keep).sum(), min_rating)
             frame = frame.loc[keep]
+            if level_values is not None:
+                level_values = level_values[keep]
             weights = np.ones(len(frame), dtype=np.float32)
         elif rating_col is not None:
             weights = frame[rating_col].to_numpy(dtype=np.float32)
@@ -142,13 +187,14 @@ class Interactions:
         meta["pairs"] = int(matrix.nnz)
         meta["duplicate_rows_combined"] = int(known.sum() - matrix.nnz)
         levels = timestamps = None
-        if level_col is not None:
-            lv = frame[level_col].to_numpy()[known]
-            levels = build(lv.astype(np.float64), "max", np.int8)
+        if level_values is not None:
+            levels = build(level_values[known].astype(np.float64), "max", np.int8)
+            meta["levels"] = level_counts(levels, level_names)
         if time_col is not None:
             ts = frame[time_col].to_numpy()[known].astype(np.float64)
             timestamps = build(ts, "max", np.float64)
-        return cls(matrix, user_map, item_map, levels, timestamps, meta)
+        return cls(matrix, user_map, item_map, levels, timestamps, meta,
+                   level_names=tuple(level_names) if levels is not None else None)
 
     def with_pairs(self, rows: np.ndarray, cols: np.ndarray, keep: np.ndarray, **meta) -> Interactions:
         """A copy holding only the stored entries selected by boolean `keep` (COO order)."""
@@ -177,7 +223,8 @@ class Interactions:
         umap = IdMap(self.user_map.to_ids(users))
         imap = IdMap(self.item_map.to_ids(items))
         return Interactions(cut(self.matrix), umap, imap, cut(self.levels), cut(self.timestamps),
-                            dict(self.meta), user_features=rows(self.user_features, users),
+                            dict(self.meta), level_names=self.level_names,
+                            user_features=rows(self.user_features, users),
                             item_features=rows(self.item_features, items),
                             item_text=rows(self.item_text, items))
 
@@ -294,6 +341,10 @@ class Interactions:
             out["timestamp"] = self.timestamps.data
         if self.levels is not None:
             out["level"] = self.levels.data.astype(np.int8)
+            if self.level_names != default_names(len(self.level_names)):
+                # named levels travel as an ordered categorical (kept by Parquet files)
+                out["level"] = pd.Categorical.from_codes(out["level"] - 1, self.level_names,
+                                                         ordered=True)
         return pd.DataFrame(out)
 
     def __repr__(self) -> str:

@@ -198,12 +198,13 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: str) -> Non
 
 
 # ---- values ------------------------------------------------------------------------------
-def validate_frame(frame, source, user_col, item_col, rating_col, time_col, level_col) -> pd.DataFrame:
+def validate_frame(frame, source, user_col, item_col, rating_col, time_col) -> pd.DataFrame:
     """Check columns and values and parse numbers and times (seconds since 1970).
 
-    The error names the column, the 1-based row and the bad value.
+    The error names the column, the 1-based row and the bad value. A level column is checked
+    where it is encoded (`recsys.data.levels.encode_levels`).
     """
-    cols = [c for c in (user_col, item_col, rating_col, time_col, level_col) if c is not None]
+    cols = [c for c in (user_col, item_col, rating_col, time_col) if c is not None]
     check_names([str(c) for c in frame.columns], source)
     require_columns(frame, cols, source)
     if frame.empty:
@@ -215,11 +216,6 @@ def validate_frame(frame, source, user_col, item_col, rating_col, time_col, leve
         frame[rating_col] = parse_numbers(frame[rating_col], rating_col, source)
     if time_col is not None:
         frame[time_col] = parse_times(frame[time_col], time_col, source)
-    if level_col is not None:
-        levels = parse_numbers(frame[level_col], level_col, source)
-        _raise_first_bad((levels < 1) | (levels > 127) | (levels % 1 != 0), frame[level_col],
-                         level_col, source, "an integer level in 1..127")
-        frame[level_col] = levels
     return frame
 
 
@@ -236,15 +232,15 @@ def check_ids(values: pd.Series, col: str, source: str) -> None:
         ok = values.map(lambda v: v is None or v is pd.NA or (
             isinstance(v, str | int | float | np.integer | np.floating)
             and not isinstance(v, bool | np.bool_))).to_numpy(bool)
-        _raise_first_bad(~ok, values, col, source, f"an id (ids are integers or text; the "
+        raise_first_bad(~ok, values, col, source, f"an id (ids are integers or text; the "
                          f"column holds {kind} values)")
-    _raise_first_bad(_missing(values), values, col, source, "an id")
+    raise_first_bad(_missing(values), values, col, source, "an id")
 
 
 def parse_numbers(values: pd.Series, col: str, source: str) -> np.ndarray:
     """Finite float64 numbers; text cells are parsed, anything else is an error."""
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    _raise_first_bad(~np.isfinite(numeric), values, col, source, "a finite number")
+    raise_first_bad(~np.isfinite(numeric), values, col, source, "a finite number")
     return numeric
 
 
@@ -254,18 +250,18 @@ def parse_times(values: pd.Series, col: str, source: str) -> np.ndarray:
         parsed = pd.to_datetime(values, utc=True)
     else:
         missing = _missing(values)
-        _raise_first_bad(missing, values, col, source, "a time")
+        raise_first_bad(missing, values, col, source, "a time")
         if not np.isnan(pd.to_numeric(values.iloc[:1], errors="coerce").iloc[0]):
             return parse_numbers(values, col, source)
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
-    _raise_first_bad(parsed.isna().to_numpy(), values, col, source,
+    raise_first_bad(parsed.isna().to_numpy(), values, col, source,
                      "a time (a number, or ISO 8601 like the first value)")
     return ((parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(np.float64)
 
 
 def check_weights(weights: np.ndarray, values: pd.Series, col: str, source: str) -> None:
     """Rows are positive feedback: a weight <= 0 (a dislike) never feeds a model or a metric."""
-    _raise_first_bad(weights <= 0, values, col, source,
+    raise_first_bad(weights <= 0, values, col, source,
                      "a positive weight (weights must be > 0; to keep only the rows rated at "
                      "least X, as positives, give --min-rating X)")
 
@@ -277,7 +273,7 @@ def _missing(values: pd.Series) -> np.ndarray:
     return missing
 
 
-def _raise_first_bad(bad: np.ndarray, values: pd.Series, col: str, source: str, what: str) -> None:
+def raise_first_bad(bad: np.ndarray, values: pd.Series, col: str, source: str, what: str) -> None:
     if bad.any():
         row = int(np.argmax(bad))
         value = values.iloc[row]
@@ -358,7 +354,7 @@ def read_atomic(path: str | Path) -> pd.DataFrame:
         if kind == "float":
             values = frame[name]
             numbers = pd.to_numeric(values, errors="coerce")
-            _raise_first_bad((numbers.isna() & (values != "")).to_numpy(), values, name,
+            raise_first_bad((numbers.isna() & (values != "")).to_numpy(), values, name,
                              str(path), "a number")
             frame[name] = numbers.to_numpy(np.float64, na_value=np.nan)
     return frame

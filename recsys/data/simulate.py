@@ -35,6 +35,7 @@ ADJECTIVES = ["quiet", "electric", "golden", "broken", "endless", "midnight", "w
 NOUNS = ["river", "city", "heart", "road", "summer", "storm", "garden", "mirror", "fire", "ocean",
          "dream", "signal"]
 MASK64 = (1 << 63) - 1
+LEVEL_NAMES = ("click", "cart", "purchase")
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def _interactions(truth: Relevance, pairs, shape, user_map, item_map, rng, sourc
         return m
 
     return Interactions(csr(ones), user_map, item_map, csr(levels), csr(ts),
-                        {"source": source, "pairs": len(users)})
+                        {"source": source, "pairs": len(users)}, level_names=LEVEL_NAMES)
 
 
 def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng) -> CandidateSet:
