@@ -33,6 +33,7 @@ from recsys.data.io import read_events  # noqa: E402
 from recsys.data.simulate import simulate  # noqa: E402
 from recsys.data.split import split  # noqa: E402
 from recsys.evaluate.evaluator import evaluate  # noqa: E402
+from recsys.evaluate.graded import graded_metrics  # noqa: E402
 from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
 from recsys.models.base import create_model, get_model_class  # noqa: E402
 
@@ -55,7 +56,9 @@ def prepare_data(config: CompareConfig) -> Prepared:
         frame = read_events(d.path)
         data = Interactions.from_frame(frame, user_col=d.user_col, item_col=d.item_col,
                                        rating_col=d.rating_col, min_rating=d.min_rating,
-                                       time_col=d.time_col, source=d.path)
+                                       time_col=d.time_col, level_col=d.level_col,
+                                       level_names=d.levels,
+                                       levels_from_rating=d.levels_from_rating, source=d.path)
         train, test = split(data, s.how, test_frac=s.test_frac, seed=s.seed)
         train = with_side_files(train, item_features=d.item_features,
                                 user_features=d.user_features, item_text=d.item_text)
@@ -119,6 +122,8 @@ def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp
             model = create_model(model_name, **{**quiet, **params})
             model.fit(data.train, callbacks=[logger])
             metrics = evaluate(model, data.test, train=data.train, k=config.k)
+            if data.test.levels is not None:
+                metrics.update(graded_metrics(model, data.test, train=data.train, k=config.k))
             if data.simulation is not None:
                 clicks = data.train.item_popularity
                 rare = clicks < np.quantile(clicks, 0.8)

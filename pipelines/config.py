@@ -35,6 +35,9 @@ class FileData(Strict):
     rating_col: str | None = None
     min_rating: float | None = None
     time_col: str | None = None
+    level_col: str | None = None
+    levels: str | None = None
+    levels_from_rating: str | None = None
     # side-feature files (as `recsys train --item-features` etc.); models that do not use
     # them (see `uses`) ignore them
     item_features: str | None = None

@@ -128,3 +128,22 @@ def test_prepare_levels_from_rating_and_bad_event_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == (f"recsys: error: {tmp_path / 'events.csv'}: column 'event' "
                                      "row 4: 'cart' is not a level of view<purchase")
+
+
+def test_evaluate_prints_graded_metrics_for_a_test_file_with_levels(tmp_path, capsys):
+    sim = simulate(150, 60, 2500, seed=4)
+    frame = sim.train.to_frame().drop(columns=["rating", "timestamp"])
+    frame.to_csv(tmp_path / "events.csv", index=False)
+    assert main(["data", "prepare", "--input", str(tmp_path / "events.csv"), "--levels",
+                 "click<cart<purchase", "--out", str(tmp_path / "p")]) == 0
+    assert main(["train", "--model", "pop", "--train", str(tmp_path / "p" / "train.parquet"),
+                 "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--test",
+                 str(tmp_path / "p" / "test.parquet"), "--k", "5",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "purchase_ndcg@5" in out and "graded_ndcg@5" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert metrics["click_ndcg@5"] == pytest.approx(metrics["ndcg@5"])  # level >= 1: all items
+    assert 0 < metrics["graded_ndcg@5"] <= 1

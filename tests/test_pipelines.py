@@ -71,6 +71,8 @@ def check_comparison(client: MlflowClient, capsys_out: str) -> None:
     mf = by_name["mf device=cpu"]
     assert mf.info.status == "FINISHED"
     assert {"ndcg_at_20", "recall_at_5", "unbiased_dcg_at_5"} <= set(mf.data.metrics)
+    # simulated clicks have levels (click < cart < purchase): graded metrics are logged too
+    assert {"purchase_ndcg_at_20", "graded_ndcg_at_20"} <= set(mf.data.metrics)
     assert mf.data.tags["dataset_fingerprint"] == parents[0].data.tags["dataset_fingerprint"]
     history = client.get_metric_history(mf.info.run_id, "epoch_loss")
     assert [m.step for m in history][:4] == [1, 2, 3, 4]
