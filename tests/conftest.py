@@ -9,6 +9,11 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# tests work on tiny tensors: one intra-op thread avoids the cost of waking a thread pool on
+# every small op (and oversubscription when several test runs share the cores)
+torch.set_num_threads(1)
 
 from recsys.data import Interactions  # noqa: E402
 from recsys.data.synthetic import synthetic_log  # noqa: E402

@@ -10,11 +10,12 @@ from recsys.models.base import (
     register,
 )
 from recsys.models.factor import FactorModel
+from recsys.models.gnolr import GNOLR
 from recsys.models.implicit_models import ALS, BPR
 from recsys.models.mf import MF
 from recsys.models.pop import Popularity
 
 __all__ = [
-    "ALS", "BPR", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
+    "ALS", "BPR", "GNOLR", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
     "create_model", "get_model_class", "load_model", "model_names", "register",
 ]

@@ -1,0 +1,124 @@
+"""GNOLR: ordered probabilities by construction, retrieval through one inner product, scoring
+by level, persistence, and the CLI on graded files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipelines.cli import main
+from recsys import create_model, load_model
+from recsys.data.simulate import simulate
+from recsys.errors import RecsysError
+
+FAST = {"factors": 8, "epochs": 4, "progress": False, "device": "cpu", "valid_frac": 0.0}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(200, 90, 4000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def nested(sim):
+    return create_model("gnolr", **FAST).fit(sim.train)
+
+
+def cosines(model, users, items):
+    """[users, items, heads] cosines of the trained module's heads, from its raw weights."""
+    m = model.module_
+    u = torch.nn.functional.normalize(m.users.weight.view(-1, m.heads, m.factors), dim=-1)
+    v = torch.nn.functional.normalize(m.items.weight.view(-1, m.heads, m.factors), dim=-1)
+    return torch.einsum("uhd,ihd->uih", u[users], v[items]).detach()
+
+
+def test_scores_are_the_cumulative_logits_of_the_deepest_level(nested):
+    users, items = np.arange(20), np.arange(30)
+    c = cosines(nested, users, items)
+    scales = nested.module_.scales
+    z = torch.cumsum(c * scales, -1)
+    assert torch.allclose(nested.score(users, items), z[..., -1], atol=1e-5)
+    assert torch.allclose(nested.score(users, items, grade="click"), z[..., 0], atol=1e-5)
+    assert torch.allclose(nested.score(users, items, grade=2), z[..., 1], atol=1e-5)
+    # retrieval: the exported factors give the deepest level with one inner product
+    assert torch.allclose(nested.user_factors()[users] @ nested.item_factors()[items].T,
+                          z[..., -1], atol=1e-5)
+    p = nested.score(users, items, probabilities=True)
+    assert p.shape == (20, 30, 3)
+    assert torch.allclose(p, torch.sigmoid(z - nested.thresholds_), atol=1e-6)
+
+
+def test_level_probabilities_are_ordered_even_when_the_scale_exceeds_the_gaps(sim):
+    # base-rate gaps between levels are about 1 here: a scale of 6 must be lowered to fit
+    model = create_model("gnolr", **{**FAST, "scale": 6.0, "learn_thresholds": True,
+                                     "lr": 0.2, "epochs": 3}).fit(sim.train)
+    assert set(model.fit_info_["scale_lowered"]) == {"cart", "purchase"}
+    p = model.score(np.arange(200), probabilities=True)
+    assert torch.isfinite(p).all() and bool((p[..., 1:] < p[..., :-1]).all())
+    gaps = model.thresholds_.diff()
+    assert bool((gaps > model.module_.scales[1:]).all())
+
+
+def test_save_load_keeps_levels_thresholds_and_level_scores(nested, tmp_path):
+    nested.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.level_names_ == ("click", "cart", "purchase")
+    users = np.arange(50)
+    for grade in (None, "cart", 1):
+        assert torch.equal(loaded.score(users, grade=grade), nested.score(users, grade=grade))
+    assert torch.equal(loaded.score(users, probabilities=True),
+                       nested.score(users, probabilities=True))
+    with pytest.raises(RecsysError, match="unknown level 'refund'.*click<cart<purchase"):
+        loaded.score(users, grade="refund")
+    with pytest.raises(RecsysError, match="level 4 outside 1..3"):
+        loaded.score(users, grade=4)
+
+
+def test_baselines_share_the_code_path(sim):
+    multi = create_model("gnolr-multitask", **FAST).fit(sim.train)
+    users, items = np.arange(10), np.arange(15)
+    c = cosines(multi, users, items) * multi.module_.scales
+    # separate heads: each level ranks by its own head only
+    assert torch.allclose(multi.score(users, items, grade="cart"), c[..., 1], atol=1e-5)
+    assert torch.allclose(multi.score(users, items), c[..., 2], atol=1e-5)
+    binary = create_model("gnolr-binary", **{**FAST, "grade": 2}).fit(sim.train)
+    assert binary.module_.heads == 1 and len(binary.thresholds_) == 1
+    assert binary.score(users, items, grade="cart").shape == (10, 15)
+    with pytest.raises(RecsysError, match="ranks level 'cart' only"):
+        binary.score(users, items, grade="purchase")
+    with pytest.raises(RecsysError, match="grade 5 but the data has 3 levels"):
+        create_model("gnolr-binary", **{**FAST, "grade": 5}).fit(sim.train)
+
+
+def test_cli_trains_on_named_event_levels_and_evaluates_by_level(sim, tmp_path, capsys):
+    frame = sim.train.to_frame().drop(columns=["rating", "timestamp"])
+    events = frame.assign(event=frame.pop("level").astype(str))
+    events.to_csv(tmp_path / "events.csv", index=False)
+    assert main(["data", "prepare", "--input", str(tmp_path / "events.csv"), "--level-col",
+                 "event", "--levels", "click<cart<purchase", "--out", str(tmp_path / "p")]) == 0
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["levels"]["names"] == ["click", "cart", "purchase"]
+    assert main(["train", "--model", "gnolr", "--train", str(tmp_path / "p" / "train.parquet"),
+                 "--param", "epochs=3", "--param", "factors=8", "--param", "device=cpu",
+                 "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--test",
+                 str(tmp_path / "p" / "test.parquet"), "--k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "purchase_ndcg@10" in out and "graded_ndcg@10" in out
+
+
+def test_cli_reads_a_csv_of_integer_levels(sim, tmp_path):
+    frame = sim.train.to_frame().drop(columns=["rating", "timestamp"])
+    frame["level"] = frame["level"].cat.codes + 1
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert main(["train", "--model", "gnolr", "--train", str(tmp_path / "train.csv"),
+                 "--param", "epochs=2", "--param", "factors=4", "--param", "device=cpu",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert load_model(tmp_path / "m").level_names_ == ("1", "2", "3")
+    pd.DataFrame({"user_id": [0], "item_id": [1], "level": ["buy"]}).to_csv(
+        tmp_path / "bad.csv", index=False)
+    assert main(["train", "--model", "gnolr", "--train", str(tmp_path / "bad.csv"),
+                 "--out", str(tmp_path / "m2")]) == 2
