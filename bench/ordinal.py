@@ -34,8 +34,8 @@ ML100K = Path("/work/shared/data/ml-100k/ml-100k.inter")
 K = 20
 MODELS = {
     "GNOLR (nested)": ("gnolr", {}),
-    "multi-task heads": ("gnolr-multitask", {}),
-    "binary per level": ("gnolr-binary", {}),
+    "multi-task heads": ("gnolr", {"objective": "multitask"}),
+    "binary per level": ("gnolr", {"objective": "binary"}),
 }
 
 
@@ -84,7 +84,7 @@ def run(data: str, seed: int, label: str, name: str, params: dict, args) -> dict
     train, test = dataset(data, seed, (args.users, args.items, args.interactions, args.ml100k))
     names = test.level_names
     row = {"data": data, "seed": seed, "model": label}
-    if params.get("objective", _objective(name)) == "binary":
+    if params.get("objective") == "binary":
         seconds, top = 0.0, None
         for g, level in enumerate(names, start=1):
             model, s = fit(name, {**params, "grade": g}, train, seed, args.device)
@@ -102,12 +102,6 @@ def run(data: str, seed: int, label: str, name: str, params: dict, args) -> dict
     shown = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith(f"@{K}"))
     print(f"{data} seed {seed} {label:18s} {shown} ({seconds:.0f}s)", flush=True)
     return row
-
-
-def _objective(name: str) -> str:
-    from recsys.models.base import preset_params
-
-    return preset_params(name).get("objective", "nested")
 
 
 def main() -> None:

@@ -77,19 +77,19 @@ def test_save_load_keeps_levels_thresholds_and_level_scores(nested, tmp_path):
 
 
 def test_baselines_share_the_code_path(sim):
-    multi = create_model("gnolr-multitask", **FAST).fit(sim.train)
+    multi = create_model("gnolr", objective="multitask", **FAST).fit(sim.train)
     users, items = np.arange(10), np.arange(15)
     c = cosines(multi, users, items) * multi.module_.scales
     # separate heads: each level ranks by its own head only
     assert torch.allclose(multi.score(users, items, grade="cart"), c[..., 1], atol=1e-5)
     assert torch.allclose(multi.score(users, items), c[..., 2], atol=1e-5)
-    binary = create_model("gnolr-binary", **{**FAST, "grade": 2}).fit(sim.train)
+    binary = create_model("gnolr", objective="binary", grade=2, **FAST).fit(sim.train)
     assert binary.module_.heads == 1 and len(binary.thresholds_) == 1
     assert binary.score(users, items, grade="cart").shape == (10, 15)
     with pytest.raises(RecsysError, match="ranks level 'cart' only"):
         binary.score(users, items, grade="purchase")
     with pytest.raises(RecsysError, match="grade 5 but the data has 3 levels"):
-        create_model("gnolr-binary", **{**FAST, "grade": 5}).fit(sim.train)
+        create_model("gnolr", objective="binary", grade=5, **FAST).fit(sim.train)
 
 
 def test_cli_trains_on_named_event_levels_and_evaluates_by_level(sim, tmp_path, capsys):

@@ -41,7 +41,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.sampling import PairSampler
 from recsys.errors import RecsysError
 from recsys.losses.ordinal import MIN_GAP, nested_ordinal_loss, ordered_thresholds, ordinal_nll
-from recsys.models.base import register, register_preset
+from recsys.models.base import register
 from recsys.models.params import NonNegative, Positive
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 
@@ -206,6 +206,16 @@ class GNOLR(TorchRecommender):
             self.thresholds_ = self.module_.thresholds().detach()
         return self
 
+    def _validator(self, train: Interactions, valid: Interactions):
+        """Select the epoch on the level the default ranking serves: the validation pairs of
+        that level or above (all of them when none is that deep)."""
+        if valid.levels is not None:
+            rows, cols = valid.coo
+            deep = valid.levels.data >= self.target_
+            if deep.any():
+                valid = valid.with_pairs(rows, cols, deep)
+        return super()._validator(train, valid)
+
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors ranking by the default level: the deepest (or a binary model's own)."""
         m = self.module_
@@ -309,7 +319,3 @@ def _pair_levels(train: Interactions) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.argsort(keys)
     return keys[order], levels[order]
 
-
-# the baselines of bench/ordinal.py: separate heads, and one binary model per level
-register_preset("gnolr-multitask", "gnolr", objective="multitask")
-register_preset("gnolr-binary", "gnolr", objective="binary")
