@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,12 +138,9 @@ def data_inputs(data: Prepared, config: CompareConfig, fp: str) -> list[tuple[Da
                                     "recsys.rule": data.rule[:500]})
         name = "simulated"
     test_fp = fingerprint(data.test, data.rule)
-    with warnings.catch_warnings():  # MLflow's hint about integer columns in a model signature
-        warnings.simplefilter("ignore", UserWarning)
-        return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
-                                         digest=digest[:DIGEST_CHARS]), context)
-                for part, context, digest in ((data.train, "training", fp),
-                                              (data.test, "testing", test_fp))]
+    return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
+                                     digest=digest[:DIGEST_CHARS]), context)
+            for part, context, digest in ((data.train, "training", fp), (data.test, "testing", test_fp))]
 
 
 def log_inputs(inputs: list[tuple[Dataset, str]]) -> None:
