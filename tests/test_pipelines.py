@@ -53,6 +53,11 @@ def tiny_config(tmp_path):
     ("models:\n  - name: pop\nselect: ndcg@7\n", "select 'ndcg@7'"),
     ("modells: []\n", "modells: unknown key"),
     ("models: [\n", "not valid YAML"),
+    ("models:\n  - name: pop\nsplit: {seed: -1}\n", "split.seed: Input should be greater than or equal to 0"),
+    ("models:\n  - name: pop\nsplit: {how: leave-last, test_frac: 1}\n",
+     "split.test_frac: Input should be less"),
+    ("models:\n  - name: pop\ndata: {kind: file, path: x.csv, rating_col: r, min_rating: .nan}\n",
+     "data.file.min_rating: Input should be a finite number"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, needle):
     path = tmp_path / "c.yaml"
