@@ -92,7 +92,7 @@ def check_comparison(client: MlflowClient, capsys_out: str, capsys_err: str = ""
         assert json.loads(train.profile)["num_rows"] == sim.train.nnz
         assert json.loads(test.profile)["num_rows"] == sim.test.nnz
     # one progress bar over the runs: the current run's name, then finished/failed counts
-    assert "compare: mf loss=nonsense" in capsys_err and "3/3" in capsys_err
+    assert "compare: mf device=cuda:7" in capsys_err and "3/3" in capsys_err
     assert "2 finished, 1 failed" in capsys_err
     history = client.get_metric_history(mf.info.run_id, "epoch_loss")
     assert [m.step for m in history][:4] == [1, 2, 3, 4]
