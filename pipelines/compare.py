@@ -7,14 +7,19 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
+import mlflow.data  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow.data.code_dataset_source import CodeDatasetSource  # noqa: E402
+from mlflow.data.dataset import Dataset  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from pipelines.config import CompareConfig, FileData  # noqa: E402
 from pipelines.export import export_run, log_model_dir  # noqa: E402
@@ -25,7 +30,7 @@ from pipelines.tracking import (  # noqa: E402
     fingerprint,
     metric_key,
     owner,
-    tracking_uri,
+    use_experiment,
 )
 from recsys.data.files import aligned_side_features, with_side_files  # noqa: E402
 from recsys.data.interactions import Interactions  # noqa: E402
@@ -38,6 +43,7 @@ from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
 from recsys.models.base import create_model, get_model_class  # noqa: E402
 
 log = logging.getLogger("recsys")
+DIGEST_CHARS = 16  # MLflow shows a dataset's digest; ours is the start of its sha256 fingerprint
 
 
 @dataclass
@@ -76,47 +82,81 @@ def run_name(model: str, params: dict) -> str:
     return model + "".join(f" {k}={v}" for k, v in sorted(params.items()))
 
 
-def compare(config: CompareConfig) -> pd.DataFrame:
+def compare(config: CompareConfig, *, progress: bool = True) -> pd.DataFrame:
     """Run every model variant of `config` as nested MLflow runs; returns the report table.
 
-    A failing variant is marked FAILED with its error and the others still run.
+    A failing variant is marked FAILED with its error and the others still run. A progress
+    bar counts the runs, naming the current one and how many finished and failed.
     """
-    mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.set_experiment(config.experiment)
+    experiment = use_experiment(config.experiment)
+    report_attrs = {"experiment_id": experiment.experiment_id}
     orphans = close_orphaned_runs(experiment.experiment_id)
     if orphans:
         log.warning("marked %d runs of an interrupted comparison KILLED; starting afresh", len(orphans))
     data = prepare_data(config)
     data_fp = fingerprint(data.train, data.rule)
+    inputs = data_inputs(data, config, data_fp)
+    variants = [(m.name, params, run_name(m.name, {k: v for k, v in params.items() if k in m.grid}))
+                for m in config.models for params in m.variants()]
     rows, curves = [], {}
     with mlflow.start_run(run_name=f"compare {config.experiment}", tags={OWNER_TAG: owner()}) as parent:
         mlflow.log_params({"data": data.rule[:500], "models": len(config.models),
                            "select": config.select})
         mlflow.set_tag("dataset_fingerprint", data_fp)
-        for model_cfg in config.models:
-            for params in model_cfg.variants():
-                name = run_name(model_cfg.name, {k: v for k, v in params.items()
-                                                 if k in model_cfg.grid})
-                row, history = _run_one(model_cfg.name, params, name, data, config, data_fp)
+        log_inputs(inputs)
+        with tqdm(total=len(variants), desc="compare", unit="run", disable=not progress) as bar:
+            for model, params, name in variants:
+                bar.set_description(f"compare: {name}")
+                row, history = _run_one(model, params, name, data, config, data_fp, inputs)
                 rows.append(row)
                 if history:
                     curves[name] = history
+                bar.set_postfix_str(f"{_count(rows, 'FINISHED')} finished, "
+                                    f"{_count(rows, 'FAILED')} failed", refresh=False)
+                bar.update()
+            bar.set_description("compare")
         report = pd.DataFrame(rows)
         _log_report(report, curves, data, config)
         winner = _winner(report, config)
         mlflow.set_tag("winner", winner)
-    report.attrs["parent_run_id"] = parent.info.run_id
+    report.attrs.update(report_attrs, parent_run_id=parent.info.run_id)
     if winner and config.register_as:
         run_id = report.loc[report["run"] == winner, "run_id"].iloc[0]
         report.attrs["registered_version"] = export_run(run_id, config.register_as, config.alias)
     return report
 
 
-def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp):
+def _count(rows: list[dict], status: str) -> int:
+    return sum(row["status"] == status for row in rows)
+
+
+def data_inputs(data: Prepared, config: CompareConfig, fp: str) -> list[tuple[Dataset, str]]:
+    """The train and test sets as MLflow datasets (name, digest, source, rows, schema), each
+    with its context; the digest is the start of the set's fingerprint."""
+    if isinstance(config.data, FileData):
+        source = str(Path(config.data.path).resolve())
+        name = Path(config.data.path).name
+    else:
+        source = CodeDatasetSource({"mlflow.source.name": "recsys.data.simulate",
+                                    "recsys.rule": data.rule[:500]})
+        name = "simulated"
+    test_fp = fingerprint(data.test, data.rule)
+    return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
+                                     digest=digest[:DIGEST_CHARS]), context)
+            for part, context, digest in ((data.train, "training", fp), (data.test, "testing", test_fp))]
+
+
+def log_inputs(inputs: list[tuple[Dataset, str]]) -> None:
+    for dataset, context in inputs:
+        mlflow.log_input(dataset, context=context)
+
+
+def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp, inputs):
     logger = EpochLogger(config.select)
     with mlflow.start_run(run_name=name, nested=True, tags={OWNER_TAG: owner()}) as run:
         mlflow.log_params({"model": model_name, **params})
         mlflow.set_tag("dataset_fingerprint", fp)
+        log_inputs(inputs)
         try:
             quiet = {"progress": False} if "progress" in get_model_class(model_name).param_defaults() else {}
             model = create_model(model_name, **{**quiet, **params})

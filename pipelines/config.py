@@ -24,7 +24,7 @@ class SimulateData(Strict):
     n_items: int = Field(1500, gt=1)
     n_interactions: int = Field(40000, gt=0)
     popularity_bias: float = Field(1.0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class FileData(Strict):
@@ -33,7 +33,7 @@ class FileData(Strict):
     user_col: str = "user_id"
     item_col: str = "item_id"
     rating_col: str | None = None
-    min_rating: float | None = None
+    min_rating: float | None = Field(None, allow_inf_nan=False)
     time_col: str | None = None
     level_col: str | None = None
     levels: str | None = None
@@ -48,7 +48,7 @@ class FileData(Strict):
 class SplitConfig(Strict):
     how: Literal["random", "temporal", "leave-last"] = "random"
     test_frac: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class ModelConfig(Strict):

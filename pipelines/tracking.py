@@ -6,19 +6,70 @@ import hashlib
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Experiment
 
 from recsys.data.interactions import Interactions
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 OWNER_TAG = "recsys.owner"  # host:pid of the process that runs a run
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the MLflow UI to pick the first tab
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI (e.g. a server), else an SQLite store in the working folder."""
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside an SQLite store (`<db>.lock`) while it is opened.
+
+    MLflow creates and migrates a new SQLite store's tables on first use; two processes doing
+    it at once fail ("table ... already exists"), so the first use is serialised. Other stores
+    (a tracking server, a database server) need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def use_experiment(name: str) -> Experiment:
+    """Point MLflow at `tracking_uri()` and make `name` the active experiment, created if new.
+
+    The experiment is tagged as model training (`mlflow.experimentKind`), so MLflow versions
+    that read the tag open it on its runs rather than on the GenAI overview.
+    """
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        experiment = mlflow.set_experiment(name)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                              EXPERIMENT_KIND)
+    return experiment
+
+
+def runs_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The UI address of an experiment's runs table. MLflow 3's UI opens an experiment in
+    its GenAI view unless the address (or the user's last choice) asks for model training."""
+    return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def owner() -> str:

@@ -110,6 +110,8 @@ FILE_CASES = [
     ("min-rating keeps no row", "r.csv", "user_id,item_id,rating\na,x,1\nb,y,5\n", ["--min-rating", "6"],
      "--min-rating 6 keeps no row (column 'rating' ranges from 1 to 5)"),
     ("a folder as input", "folder", None, [], "no MovieLens ratings file (u.data, ratings.dat, ratings.csv)"),
+    ("one column for users and items", "u.csv", "user_id,item_id\na,x\n", ["--item-col", "user_id"],
+     "the user and item columns must differ, both are 'user_id'"),
 ]
 
 
@@ -244,3 +246,14 @@ def test_movielens_and_recbole_values(tmp_path):
     items = read_events(tmp_path / "x.item")
     assert np.isnan(items["price"][0]) and items["price"][1] == 2.5
     assert items["title"].tolist() == ["Toy Story", "Heat"]
+
+
+def test_a_split_without_test_pairs_is_an_error_not_an_empty_file(tmp_path, capsys):
+    path = tmp_path / "one.csv"  # every user has one item: a random split keeps it in train
+    path.write_text("user_id,item_id\na,x\nb,y\nc,x\n")
+    assert main(["data", "prepare", "--input", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "recsys: error: the split random(test_frac=0.2, seed=0) leaves no test pair of a user and "
+        "item seen in train (3 pairs; 0 sent to test, 0 of them of users and 0 of items absent "
+        "from train)\n")
+    assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """MLflow pipelines against real tracking stores: SQLite, and an `mlflow server` on 127.0.0.1."""
 
+import json
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 
 from pipelines.cli import main
 from pipelines.config import load_config
+from recsys.data.simulate import simulate
 from recsys.errors import RecsysError
 from recsys.models.base import load_model, load_seen
 
@@ -51,6 +53,11 @@ def tiny_config(tmp_path):
     ("models:\n  - name: pop\nselect: ndcg@7\n", "select 'ndcg@7'"),
     ("modells: []\n", "modells: unknown key"),
     ("models: [\n", "not valid YAML"),
+    ("models:\n  - name: pop\nsplit: {seed: -1}\n", "split.seed: Input should be greater than or equal to 0"),
+    ("models:\n  - name: pop\nsplit: {how: leave-last, test_frac: 1}\n",
+     "split.test_frac: Input should be less"),
+    ("models:\n  - name: pop\ndata: {kind: file, path: x.csv, rating_col: r, min_rating: .nan}\n",
+     "data.file.min_rating: Input should be a finite number"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, needle):
     path = tmp_path / "c.yaml"
@@ -59,8 +66,10 @@ def test_config_errors_name_the_key(tmp_path, text, needle):
         load_config(path)
 
 
-def check_comparison(client: MlflowClient, capsys_out: str) -> None:
+def check_comparison(client: MlflowClient, capsys_out: str, capsys_err: str = "") -> None:
     exp = client.get_experiment_by_name("tiny")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in capsys_out
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -74,6 +83,19 @@ def check_comparison(client: MlflowClient, capsys_out: str) -> None:
     # simulated clicks have levels (click < cart < purchase): graded metrics are logged too
     assert {"purchase_ndcg_at_20", "graded_ndcg_at_20"} <= set(mf.data.metrics)
     assert mf.data.tags["dataset_fingerprint"] == parents[0].data.tags["dataset_fingerprint"]
+    sim = simulate(300, 200, 4000, seed=0)
+    for run in [*parents, *children]:  # every run names its data: the runs table's Dataset column
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "testing"}
+        train, test = inputs["training"], inputs["testing"]
+        assert (train.name, test.name) == ("simulated training", "simulated testing")
+        assert train.source_type == "code" and '"mlflow.source.name": "recsys.data.simulate"' in train.source
+        assert train.digest == mf.data.tags["dataset_fingerprint"][:16]
+        assert json.loads(train.profile)["num_rows"] == sim.train.nnz
+        assert json.loads(test.profile)["num_rows"] == sim.test.nnz
+    # one progress bar over the runs: the current run's name, then finished/failed counts
+    assert "compare: mf device=cuda:7" in capsys_err and "3/3" in capsys_err
+    assert "2 finished, 1 failed" in capsys_err
     history = client.get_metric_history(mf.info.run_id, "epoch_loss")
     assert [m.step for m in history][:4] == [1, 2, 3, 4]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
@@ -86,9 +108,10 @@ def check_comparison(client: MlflowClient, capsys_out: str) -> None:
 
 def test_compare_registers_the_winner_and_pyfunc_matches_the_model(sqlite_store, tiny_config, capsys):
     assert main(["compare", "--config", str(tiny_config)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     client = MlflowClient(sqlite_store)
-    check_comparison(client, out)
+    check_comparison(client, out, captured.err)
     version = client.get_model_version_by_alias("tiny-model", "champion")
     local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="model")
     model = load_model(local)
@@ -133,7 +156,8 @@ def test_compare_against_a_real_mlflow_server(tmp_path, tiny_config, monkeypatch
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         assert main(["compare", "--config", str(tiny_config)]) == 0
-        check_comparison(MlflowClient(uri), capsys.readouterr().out)
+        captured = capsys.readouterr()
+        check_comparison(MlflowClient(uri), captured.out, captured.err)
     finally:
         mlflow.end_run()
         server.terminate()
@@ -206,3 +230,25 @@ def test_compare_fails_when_every_run_fails(sqlite_store, tmp_path, capsys):
                     "    params: {epochs: 2, device: 'cuda:7'}\nk: [5, 20]\n")
     assert main(["compare", "--config", str(path)]) == 2
     assert "recsys: error: all 1 runs failed; mf: RecsysError: device 'cuda:7'" in capsys.readouterr().err
+
+
+def test_concurrent_comparisons_on_a_new_sqlite_store(tmp_path):
+    """Three comparisons started at once on a store that does not exist yet all succeed (the
+    first use of the store, which creates its tables, is serialised)."""
+    config = tmp_path / "pop.yaml"
+    config.write_text("experiment: together\ndata: {kind: simulate, n_users: 300, n_items: 200, "
+                      "n_interactions: 4000, seed: 0}\nmodels:\n  - name: pop\nk: [5]\n"
+                      "select: ndcg@5\n")
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "compare", "--config", str(config)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("together")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["compare together"] * 3 + ["pop"] * 3
+    assert all(r.info.status == "FINISHED" for r in runs)

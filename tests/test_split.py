@@ -70,3 +70,46 @@ def test_split_errors(small_data):
         random_split(small_data, test_frac=1.5)
     with pytest.raises(DataError, match="unknown split"):
         split(small_data, "weird")
+
+
+def test_temporal_split_keeps_equal_timestamps_on_one_side():
+    # pair i of 10 at times 1,1,1,2,2,3,3,3,3,4; ids deliberately out of time order
+    ts = [3, 1, 4, 3, 1, 2, 3, 1, 3, 2]
+    df = pd.DataFrame({"user_id": [9, 0, 5, 5, 9, 0, 1, 5, 0, 9], "item_id": [1, 2, 2, 1, 2, 1, 2, 0, 0, 0],
+                       "t": ts})
+    data = Interactions.from_frame(df, time_col="t")
+    # target test share 0.3 = 3 pairs; a cut at t>=3 gives 5, at t>=4 gives 1: the tie goes to 5
+    train, test = temporal_split(data, test_frac=0.3)
+    assert test.meta["test_frac_reached"] == 0.5
+    assert train.timestamps.data.max() == 2 and test.timestamps.data.min() >= 3
+    # a cut that cannot hit the share exactly still never separates equal times
+    for frac in (0.1, 0.2, 0.25, 0.45, 0.6, 0.75, 0.9):
+        train, test = temporal_split(data, test_frac=frac)
+        dropped = test.meta["test_pairs_dropped_cold_user"] + test.meta["test_pairs_dropped_cold_item"]
+        cut_at = {0.1: 4, 0.2: 4, 0.25: 4, 0.45: 3, 0.6: 2, 0.75: 2, 0.9: 2}[frac]  # 0.6: a tie, 7 wins
+        assert train.timestamps.data.max() < cut_at
+        assert test.nnz + dropped == sum(t >= cut_at for t in ts)
+        assert test.meta["test_frac_reached"] == sum(t >= cut_at for t in ts) / 10
+
+
+def test_temporal_split_needs_two_distinct_times():
+    df = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 1, 2], "t": [5, 5, 5]})
+    with pytest.raises(DataError, match="at least two distinct timestamps"):
+        temporal_split(Interactions.from_frame(df, time_col="t"))
+
+
+@pytest.mark.parametrize("how", ["random", "temporal", "leave-last"])
+def test_every_split_checks_test_frac_and_seed(small_data, how):
+    for frac in (0, 1, 1.5, -0.1, float("nan")):
+        with pytest.raises(DataError, match="test_frac must be in"):
+            split(small_data, how, test_frac=frac)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(DataError, match=f"seed must be an integer >= 0, got {seed!r}"):
+            split(small_data, how, seed=seed)
+
+
+def test_random_split_reports_the_share_reached():
+    # 2 users with 3 items: round(0.5 * 3) = 2 test items each (one stays in train) -> 4 of 6
+    df = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [1, 2, 3, 1, 2, 3]})
+    _, test = random_split(Interactions.from_frame(df), test_frac=0.5, seed=0)
+    assert test.meta["test_frac_reached"] == round(4 / 6, 6)

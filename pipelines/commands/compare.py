@@ -10,7 +10,7 @@ from recsys.errors import RecsysError
 def cmd_compare(args: argparse.Namespace) -> None:
     from pipelines.compare import compare, markdown_table
     from pipelines.config import load_config
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking import runs_url, tracking_uri
 
     config = load_config(args.config)
     report = compare(config)
@@ -25,11 +25,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"registered {config.register_as} version {report.attrs['registered_version']} "
               f"as @{config.alias}: models:/{config.register_as}@{config.alias}")
     uri = tracking_uri()
+    experiment_id = report.attrs["experiment_id"]
     print(f"parent run {report.attrs['parent_run_id']} in experiment {config.experiment!r}")
     if uri.startswith("sqlite:"):
-        print(f"look at it with: mlflow ui --backend-store-uri {uri}")
+        print(f"look at it with: mlflow ui --backend-store-uri {uri}\n"
+              f"then open {runs_url(experiment_id)}")
     else:
-        print(f"tracking server: {uri}")
+        print(f"tracking server: {uri}, runs at {runs_url(experiment_id, uri.rstrip('/'))}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

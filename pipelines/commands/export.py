@@ -11,12 +11,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     import mlflow
 
     from pipelines.export import export_run, log_model_dir
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking import tracking_uri, use_experiment
 
     mlflow.set_tracking_uri(tracking_uri())
     run_id = args.run
     if args.model:
-        mlflow.set_experiment(args.experiment)
+        use_experiment(args.experiment)
         model, train = model_and_data(args)
         with mlflow.start_run(run_name=f"export {args.name}") as run:
             log_model_dir(model, train)

@@ -206,6 +206,8 @@ def validate_frame(frame, source, user_col, item_col, rating_col, time_col) -> p
     """
     cols = [c for c in (user_col, item_col, rating_col, time_col) if c is not None]
     check_names([str(c) for c in frame.columns], source)
+    if user_col == item_col:
+        raise DataError(f"{source}: the user and item columns must differ, both are {user_col!r}")
     require_columns(frame, cols, source)
     if frame.empty:
         raise DataError(f"{source}: no rows")

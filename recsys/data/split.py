@@ -134,6 +134,11 @@ def _finish(data: Interactions, is_test: np.ndarray, rule: str) -> Split:
     report = {"test_frac_reached": round(float(is_test.mean()), 6),
               "test_pairs_dropped_cold_user": int(cold_user.sum()),
               "test_pairs_dropped_cold_item": int(cold_item.sum())}
+    if test.nnz == report["test_pairs_dropped_cold_user"] + report["test_pairs_dropped_cold_item"]:
+        raise DataError(f"the split {rule} leaves no test pair of a user and item seen in train "
+                        f"({data.nnz} pairs; {int(is_test.sum())} sent to test, "
+                        f"{report['test_pairs_dropped_cold_user']} of them of users and "
+                        f"{report['test_pairs_dropped_cold_item']} of items absent from train)")
     if cold_user.any() or cold_item.any():
         log.info("split %s: %d test pairs of users and %d of items absent from train dropped",
                  rule, report["test_pairs_dropped_cold_user"], report["test_pairs_dropped_cold_item"])
