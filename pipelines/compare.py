@@ -16,7 +16,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipelines.config import CompareConfig, FileData  # noqa: E402
+from pipelines.config import CompareConfig, FileData, ModelConfig  # noqa: E402
 from pipelines.export import export_run, log_model_dir  # noqa: E402
 from pipelines.tracking import (  # noqa: E402
     OWNER_TAG,
@@ -27,6 +27,7 @@ from pipelines.tracking import (  # noqa: E402
     owner,
     tracking_uri,
 )
+from pipelines.tune import log_study, study_summary, tune  # noqa: E402
 from recsys.data.files import aligned_side_features, with_side_files  # noqa: E402
 from recsys.data.interactions import Interactions  # noqa: E402
 from recsys.data.io import read_events  # noqa: E402
@@ -35,6 +36,7 @@ from recsys.data.split import split  # noqa: E402
 from recsys.evaluate.evaluator import evaluate  # noqa: E402
 from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
 from recsys.models.base import create_model, get_model_class  # noqa: E402
+from recsys.models.space import search_space  # noqa: E402
 
 log = logging.getLogger("recsys")
 
@@ -94,7 +96,9 @@ def compare(config: CompareConfig) -> pd.DataFrame:
             for params in model_cfg.variants():
                 name = run_name(model_cfg.name, {k: v for k, v in params.items()
                                                  if k in model_cfg.grid})
-                row, history = _run_one(model_cfg.name, params, name, data, config, data_fp)
+                if model_cfg.tune is not None:
+                    name += " (tuned)"
+                row, history = _run_one(model_cfg, params, name, data, config, data_fp)
                 rows.append(row)
                 if history:
                     curves[name] = history
@@ -109,15 +113,19 @@ def compare(config: CompareConfig) -> pd.DataFrame:
     return report
 
 
-def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp):
+def _run_one(model_cfg: ModelConfig, params, name, data: Prepared, config: CompareConfig, fp):
+    model_name = model_cfg.name
     logger = EpochLogger(config.select)
     with mlflow.start_run(run_name=name, nested=True, tags={OWNER_TAG: owner()}) as run:
         mlflow.log_params({"model": model_name, **params})
         mlflow.set_tag("dataset_fingerprint", fp)
         try:
             quiet = {"progress": False} if "progress" in get_model_class(model_name).param_defaults() else {}
-            model = create_model(model_name, **{**quiet, **params})
-            model.fit(data.train, callbacks=[logger])
+            if model_cfg.tune is not None:  # trials nest under this run; the test set is not seen
+                model = _tuned(model_cfg, {**quiet, **model_cfg.fixed(params)}, data.train)
+            else:
+                model = create_model(model_name, **{**quiet, **params})
+                model.fit(data.train, callbacks=[logger])
             metrics = evaluate(model, data.test, train=data.train, k=config.k)
             if data.simulation is not None:
                 clicks = data.train.item_popularity
@@ -135,6 +143,19 @@ def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp
             return {"run": name, "run_id": run.info.run_id, "status": "FAILED",
                     "error": f"{type(exc).__name__}: {exc}"}, None
     return {"run": name, "run_id": run.info.run_id, "status": "FINISHED", **metrics}, logger.history
+
+
+def _tuned(model_cfg: ModelConfig, fixed: dict, train: Interactions):
+    """The variant tuned on a validation split of `train` and refitted on all of it; the study
+    is logged in the active run."""
+    t = model_cfg.tune
+    space, file_fixed = search_space(model_cfg.name, t.space, source="tune.space")
+    result = tune(model_cfg.name, train, fixed={**file_fixed, **fixed}, space=space, trials=t.trials,
+                  timeout=t.timeout, metric=t.metric, valid_frac=t.valid_frac, seed=t.seed,
+                  mlflow_runs=True)
+    log_study(result, study_summary(result, trials=t.trials, timeout=t.timeout, seed=t.seed,
+                                    valid_frac=t.valid_frac))
+    return result.model
 
 
 def _winner(report: pd.DataFrame, config: CompareConfig) -> str:

@@ -9,12 +9,13 @@ from recsys.models.base import (
     model_names,
     register,
 )
+from recsys.models.ease import EASE
 from recsys.models.factor import FactorModel
 from recsys.models.implicit_models import ALS, BPR
 from recsys.models.mf import MF
 from recsys.models.pop import Popularity
 
 __all__ = [
-    "ALS", "BPR", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
+    "ALS", "BPR", "EASE", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
     "create_model", "get_model_class", "load_model", "model_names", "register",
 ]
