@@ -21,7 +21,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource  # noqa: E402
 from mlflow.data.dataset import Dataset  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from pipelines.config import CompareConfig, FileData  # noqa: E402
+from pipelines.config import CompareConfig, FileData, ModelConfig  # noqa: E402
 from pipelines.export import export_run, log_model_dir  # noqa: E402
 from pipelines.tracking import (  # noqa: E402
     OWNER_TAG,
@@ -32,6 +32,7 @@ from pipelines.tracking import (  # noqa: E402
     owner,
     use_experiment,
 )
+from pipelines.tune import log_study, study_summary, tune  # noqa: E402
 from recsys.data.files import aligned_side_features, with_side_files  # noqa: E402
 from recsys.data.interactions import Interactions  # noqa: E402
 from recsys.data.io import read_events  # noqa: E402
@@ -41,6 +42,7 @@ from recsys.evaluate.evaluator import evaluate  # noqa: E402
 from recsys.evaluate.graded import graded_metrics  # noqa: E402
 from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
 from recsys.models.base import create_model, get_model_class  # noqa: E402
+from recsys.models.space import search_space  # noqa: E402
 
 log = logging.getLogger("recsys")
 DIGEST_CHARS = 16  # MLflow shows a dataset's digest; ours is the start of its sha256 fingerprint
@@ -96,7 +98,8 @@ def compare(config: CompareConfig, *, progress: bool = True) -> pd.DataFrame:
     data = prepare_data(config)
     data_fp = fingerprint(data.train, data.rule)
     inputs = data_inputs(data, config, data_fp)
-    variants = [(m.name, params, run_name(m.name, {k: v for k, v in params.items() if k in m.grid}))
+    variants = [(m, params, run_name(m.name, {k: v for k, v in params.items() if k in m.grid})
+                 + (" (tuned)" if m.tune is not None else ""))
                 for m in config.models for params in m.variants()]
     rows, curves = [], {}
     with mlflow.start_run(run_name=f"compare {config.experiment}", tags={OWNER_TAG: owner()}) as parent:
@@ -105,9 +108,9 @@ def compare(config: CompareConfig, *, progress: bool = True) -> pd.DataFrame:
         mlflow.set_tag("dataset_fingerprint", data_fp)
         log_inputs(inputs)
         with tqdm(total=len(variants), desc="compare", unit="run", disable=not progress) as bar:
-            for model, params, name in variants:
+            for model_cfg, params, name in variants:
                 bar.set_description(f"compare: {name}")
-                row, history = _run_one(model, params, name, data, config, data_fp, inputs)
+                row, history = _run_one(model_cfg, params, name, data, config, data_fp, inputs)
                 rows.append(row)
                 if history:
                     curves[name] = history
@@ -151,7 +154,8 @@ def log_inputs(inputs: list[tuple[Dataset, str]]) -> None:
         mlflow.log_input(dataset, context=context)
 
 
-def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp, inputs):
+def _run_one(model_cfg: ModelConfig, params, name, data: Prepared, config: CompareConfig, fp, inputs):
+    model_name = model_cfg.name
     logger = EpochLogger(config.select)
     with mlflow.start_run(run_name=name, nested=True, tags={OWNER_TAG: owner()}) as run:
         mlflow.log_params({"model": model_name, **params})
@@ -159,8 +163,11 @@ def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp
         log_inputs(inputs)
         try:
             quiet = {"progress": False} if "progress" in get_model_class(model_name).param_defaults() else {}
-            model = create_model(model_name, **{**quiet, **params})
-            model.fit(data.train, callbacks=[logger])
+            if model_cfg.tune is not None:  # trials nest under this run; the test set is not seen
+                model = _tuned(model_cfg, {**quiet, **model_cfg.fixed(params)}, data.train)
+            else:
+                model = create_model(model_name, **{**quiet, **params})
+                model.fit(data.train, callbacks=[logger])
             metrics = evaluate(model, data.test, train=data.train, k=config.k)
             if data.test.levels is not None:
                 metrics.update(graded_metrics(model, data.test, train=data.train, k=config.k))
@@ -180,6 +187,19 @@ def _run_one(model_name, params, name, data: Prepared, config: CompareConfig, fp
             return {"run": name, "run_id": run.info.run_id, "status": "FAILED",
                     "error": f"{type(exc).__name__}: {exc}"}, None
     return {"run": name, "run_id": run.info.run_id, "status": "FINISHED", **metrics}, logger.history
+
+
+def _tuned(model_cfg: ModelConfig, fixed: dict, train: Interactions):
+    """The variant tuned on a validation split of `train` and refitted on all of it; the study
+    is logged in the active run."""
+    t = model_cfg.tune
+    space, file_fixed = search_space(model_cfg.name, t.space, source="tune.space")
+    result = tune(model_cfg.name, train, fixed={**file_fixed, **fixed}, space=space, trials=t.trials,
+                  timeout=t.timeout, metric=t.metric, valid_frac=t.valid_frac, seed=t.seed,
+                  mlflow_runs=True)
+    log_study(result, study_summary(result, trials=t.trials, timeout=t.timeout, seed=t.seed,
+                                    valid_frac=t.valid_frac))
+    return result.model
 
 
 def _winner(report: pd.DataFrame, config: CompareConfig) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.models.base import coerce_params, get_model_class, model_names, preset_params
+from recsys.models.space import search_space
 
 
 class Strict(BaseModel):
@@ -51,10 +52,23 @@ class SplitConfig(Strict):
     seed: int = Field(0, ge=0)
 
 
+class TuneConfig(Strict):
+    """A search per model variant before it is evaluated (`recsys tune`'s options); `space`
+    adds to or overrides the model's own search space, in the --space file's format."""
+
+    trials: int | None = Field(20, gt=0)
+    timeout: float | None = Field(None, gt=0)
+    metric: str | None = None
+    space: dict[str, Any] = {}
+    valid_frac: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
 class ModelConfig(Strict):
     name: str
     params: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
+    tune: TuneConfig | None = None
 
     @model_validator(mode="after")
     def known_model_and_params(self) -> ModelConfig:
@@ -68,7 +82,17 @@ class ModelConfig(Strict):
                          for key, values in self.grid.items()}
         except RecsysError as exc:
             raise ValueError(str(exc)) from None
+        if self.tune is not None:
+            try:
+                search_space(self.name, self.tune.space, source="tune.space")
+            except RecsysError as exc:
+                raise ValueError(str(exc)) from None
         return self
+
+    def fixed(self, variant: dict[str, Any]) -> dict[str, Any]:
+        """The parameters of `variant` a search leaves alone: the config's own, not the
+        preset's (a preset's values are where the search starts, not limits on it)."""
+        return {k: v for k, v in variant.items() if k in self.params or k in self.grid}
 
     def variants(self) -> list[dict[str, Any]]:
         """Every parameter set of the grid (one when there is no grid), preset values first."""

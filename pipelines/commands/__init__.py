@@ -10,6 +10,7 @@ from pipelines.commands import (
     recommend,
     serve,
     train,
+    tune,
 )
 
-COMMANDS = (data, train, augment, evaluate, recommend, compare, export, models, serve)
+COMMANDS = (data, train, augment, evaluate, recommend, compare, export, models, serve, tune)

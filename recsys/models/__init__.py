@@ -9,6 +9,7 @@ from recsys.models.base import (
     model_names,
     register,
 )
+from recsys.models.ease import EASE
 from recsys.models.factor import FactorModel
 from recsys.models.gnolr import GNOLR
 from recsys.models.implicit_models import ALS, BPR
@@ -16,6 +17,7 @@ from recsys.models.mf import MF
 from recsys.models.pop import Popularity
 
 __all__ = [
-    "ALS", "BPR", "GNOLR", "MF", "BaseRecommender", "FactorModel", "Popularity", "Recommender",
+    "ALS", "BPR", "EASE", "GNOLR", "MF", "BaseRecommender", "FactorModel", "Popularity",
+    "Recommender",
     "create_model", "get_model_class", "load_model", "model_names", "register",
 ]

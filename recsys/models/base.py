@@ -126,6 +126,8 @@ class BaseRecommender:
     test_params: ClassVar[dict[str, Any]] = {}
     # the same data, parameters and seed give the same scores
     deterministic: ClassVar[bool] = True
+    # what `recsys tune` searches by default: parameter name -> recsys.models.space dimension
+    search_space: ClassVar[dict[str, Any]] = {}
     user_map_: IdMap
     item_map_: IdMap
     features_: dict[str, FeatureTable]

@@ -14,6 +14,7 @@ from recsys.errors import RecsysError
 from recsys.models.base import register
 from recsys.models.factor import FactorModel
 from recsys.models.params import Device, NonNegative, Positive
+from recsys.models.space import Float, Int
 
 
 def _use_gpu(device: str) -> bool:
@@ -53,6 +54,10 @@ class ALS(FactorModel):
     Uses implicit's GPU solver when the device is 'auto' or 'cuda' and CUDA is available.
     """
 
+    # on MovieLens-100K the best settings have few factors and a strong regularisation
+    search_space = {"factors": Int(8, 256, log=True), "regularization": Float(1e-2, 300.0, log=True),
+                    "alpha": Float(0.1, 50.0, log=True), "iterations": Int(5, 40)}
+
     test_params: ClassVar[dict] = {"factors": 16, "iterations": 5}
 
     def __init__(self, factors: Positive[int] = 64, regularization: NonNegative[float] = 0.05,
@@ -81,6 +86,9 @@ class ALS(FactorModel):
 @register("bpr")
 class BPR(FactorModel):
     """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias."""
+
+    search_space = {"factors": Int(8, 256, log=True), "learning_rate": Float(1e-3, 0.3, log=True),
+                    "regularization": Float(1e-5, 0.1, log=True), "iterations": Int(20, 400, log=True)}
 
     test_params: ClassVar[dict] = {"factors": 16}
     deterministic = False  # Hogwild: threads update shared factors in no fixed order

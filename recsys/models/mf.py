@@ -14,6 +14,7 @@ from recsys.data.sampling import PairSampler
 from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
 from recsys.models.base import register, register_preset
 from recsys.models.params import NonNegative, Positive, Probability
+from recsys.models.space import Float, Int
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 from recsys.train import StepFunctions
 
@@ -61,6 +62,15 @@ class MF(TorchRecommender):
     beta: NonNegative[float] | None = None
 
     test_params: ClassVar[dict] = {"factors": 16, "epochs": 15, "lr": 0.01}
+    # what `recsys tune` searches (the loss-specific parameters only for their losses)
+    search_space: ClassVar[dict] = {
+        "factors": Int(8, 256, log=True), "lr": Float(3e-4, 3e-2, log=True),
+        "reg": Float(1e-4, 0.3, log=True),
+        "neg_weight": Float(1e-2, 1.0, log=True, when={"loss": ("wmf",)}),
+        "eta": Float(0.0, 1.0, when={"loss": UNBIASED}),  # eta 0 turns reweighting off
+        "clip": Float(1e-2, 0.5, log=True, when={"loss": UNBIASED}),
+        "beta": Float(0.5, 8.0, log=True, when={"loss": UNBIASED}),
+    }
 
     def propensities(self, train: Interactions) -> Propensity | None:
         if self.loss not in UNBIASED:

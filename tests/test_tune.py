@@ -1,0 +1,204 @@
+"""Search spaces, Optuna studies and `recsys tune` / `compare` with `tune:` on a real MLflow store."""
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from pipelines.config import load_config
+from pipelines.tune import _Pruning, tune, validation_scorer
+from recsys import create_model, load_model
+from recsys.data import random_split
+from recsys.data.split import holdout
+from recsys.errors import RecsysError
+from recsys.models.space import Choice, Float, Int, applies, parse_space, search_space
+
+MF_FAST = {"factors": 8, "epochs": 3, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def train(small_data):
+    return random_split(small_data, test_frac=0.2, seed=0).train
+
+
+@pytest.fixture
+def train_file(tmp_path, train):
+    path = tmp_path / "train.csv"
+    train.to_frame().to_csv(path, index=False)
+    return path
+
+
+# ---- spaces ------------------------------------------------------------------------------
+def test_space_file_overrides_the_models_space_and_types_from_the_parameters():
+    space, fixed = search_space("mf", {"factors": {"low": 4, "high": 64, "log": True},
+                                       "lr": {"low": "1e-3", "high": 0.1},
+                                       "eta": [0.0, 0.5], "patience": 3})
+    assert space["factors"] == Int(4, 64, log=True)  # an integer parameter: an integer range
+    assert space["lr"] == Float(1e-3, 0.1)
+    assert space["eta"] == Choice((0.0, 0.5), when={"loss": ("relmf", "ubpr")})  # condition kept
+    assert space["reg"] == create_model("mf").search_space["reg"]  # the rest: the model's own
+    assert fixed == {"patience": 3} and "patience" not in space
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"colour": [1, 2]}, "no parameter 'colour'"),
+    ({"lr": {"low": 1, "high": 0.1}}, "lr: search range needs low < high"),
+    ({"lr": {"low": 0, "high": 1, "log": True}}, "lr: a log-scale search range needs low > 0"),
+    ({"lr": {"low": 1e-3}}, "lr: a range needs low and high"),
+    ({"lr": {"low": 1e-3, "high": 1, "step": 2}}, "lr: unknown key.*step"),
+    ({"factors": {"low": 1.5, "high": 8}}, "factors: an integer search range needs integer bounds"),
+    ([1, 2], "expected a mapping"),
+])
+def test_bad_space_entries_name_the_parameter(raw, needle):
+    with pytest.raises(RecsysError, match=needle):
+        parse_space(raw, create_model("mf").param_defaults(), source="space.yaml")
+
+
+def test_conditions_follow_the_loss():
+    eta = search_space("mf")[0]["eta"]
+    assert applies(eta, {"loss": "relmf"}) and not applies(eta, {"loss": "bce"})
+
+
+# ---- studies ------------------------------------------------------------------------------
+def test_study_scores_trials_on_validation_and_refits_the_best(train):
+    result = tune("ease", train, trials=3, seed=1, progress=False)
+    table = result.trials
+    assert len(table) == 3 and (table["state"] == "COMPLETE").all()
+    best = table.loc[table["value"].idxmax()]
+    assert result.best_trial == best["trial"] and result.value == best["value"]
+    assert result.params["regularization"] == best["regularization"]
+    # the trial's score is the validation NDCG@20 of that model fitted without the held-out part
+    fit, valid = holdout(train, 0.1, seed=1)
+    again = create_model("ease", regularization=best["regularization"]).fit(fit)
+    assert validation_scorer("ndcg@20", fit, valid)(again) == pytest.approx(result.value)
+    # and the returned model is refitted on all of the training data
+    assert result.model.fit_info_["n_pairs"] == train.nnz
+    assert result.model.regularization == best["regularization"]
+
+
+def test_fixed_parameters_are_not_searched_and_conditions_apply(train):
+    result = tune("mf", train, fixed={**MF_FAST, "loss": "bce"}, trials=3, progress=False)
+    assert {"factors", "eta", "clip", "beta"}.isdisjoint(result.trials.columns)
+    assert {"lr", "reg"} <= set(result.trials.columns)
+    assert result.metric == "ndcg@20" and result.model.factors == 8
+    assert result.trials["epochs"].notna().all()  # each epoch's validation reached the pruner
+    relmf = tune("relmf", train, fixed=MF_FAST, trials=2, progress=False)
+    assert {"eta", "clip", "beta"} <= set(relmf.trials.columns)
+    assert relmf.metric == "snips_recall@20"  # unbiased losses select on SNIPS
+    assert relmf.model.loss == "relmf"
+
+
+def test_pruning_callback_stops_a_trial_below_the_median():
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    good = study.ask()
+    for epoch in (1, 2):
+        _Pruning(good, optuna).on_epoch_end(epoch, {"loss": 1.0, "valid": 0.5})
+    study.tell(good, 0.5)
+    bad = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        _Pruning(bad, optuna).on_epoch_end(1, {"loss": 1.0, "valid": 0.1})
+
+
+def test_a_study_where_every_trial_fails_says_why(train):
+    with pytest.raises(RecsysError, match="no trial finished.*first error: .*loss became"):
+        tune("mf", train, fixed={**MF_FAST, "lr": 1e30, "loss": "bce"}, trials=2, progress=False)
+    with pytest.raises(RecsysError, match="nothing to tune"):
+        tune("ease", train, fixed={"regularization": 3.0}, trials=2, progress=False)
+    with pytest.raises(RecsysError, match="metric 'ndcg@x'"):
+        tune("ease", train, metric="ndcg@x", trials=2, progress=False)
+
+
+# ---- the command line and MLflow ------------------------------------------------------------
+def test_tune_command_saves_a_model_folder_with_its_study_and_logs_mlflow(
+        sqlite_store, train_file, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("regularization: {low: 1, high: 1000, log: true}\n")
+    out = tmp_path / "tuned"
+    assert main(["tune", "--model", "ease", "--train", str(train_file), "--trials", "3",
+                 "--space", str(space), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tuned ease: validation ndcg@20" in printed and "3 complete" in printed
+    study = pd.read_csv(out / "study.csv")
+    summary = json.loads((out / "study.json").read_text())
+    assert len(study) == 3 and summary["best_value"] == pytest.approx(study["value"].max())
+    assert (study["regularization"].between(1, 1000)).all()
+    model = load_model(out)
+    assert model.regularization == summary["params"]["regularization"]
+
+    client = MlflowClient(sqlite_store)
+    runs = client.search_runs([client.get_experiment_by_name("recsys-tune").experiment_id])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    assert sorted(r.data.metrics["valid_ndcg_at_20"] for r in trials) == pytest.approx(sorted(study["value"]))
+    assert parent.data.metrics["best_valid_ndcg_at_20"] == pytest.approx(summary["best_value"])
+    assert float(parent.data.params["best.regularization"]) == pytest.approx(model.regularization)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
+    assert {"tune/study.csv", "tune/study.json", "tune/optimization_history.png"} <= artifacts
+    assert any(a.path == "model/config.json" for a in client.list_artifacts(parent.info.run_id, "model"))
+
+    recs = tmp_path / "recs.parquet"  # the folder is an ordinary model folder
+    assert main(["recommend", "--model", str(out), "--k", "5", "--out", str(recs)]) == 0
+    frame = pd.read_parquet(recs)
+    assert len(frame) == 5 * len(model.user_map_)
+
+
+def test_tune_command_rejects_bad_input(train_file, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("regularisation: [1, 2]\n")
+    args = ["tune", "--model", "ease", "--train", str(train_file), "--no-mlflow",
+            "--out", str(tmp_path / "o")]
+    assert main([*args, "--space", str(space)]) == 2
+    assert "space.yaml: the model has no parameter 'regularisation'" in capsys.readouterr().err
+    assert main([*args, "--param", "colour=3"]) == 2
+    assert "no parameter(s) colour" in capsys.readouterr().err
+    assert main([*args, "--trials", "0"]) == 2
+    assert "budget must be positive" in capsys.readouterr().err
+
+
+TUNED = """
+experiment: tuned
+data: {kind: simulate, n_users: 300, n_items: 200, n_interactions: 4000, seed: 0}
+models:
+  - name: pop
+  - name: ease
+    tune: {trials: 2, space: {regularization: {low: 5, high: 500}}}
+k: [5, 20]
+"""
+
+
+def test_compare_tunes_a_model_with_its_trials_nested(sqlite_store, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(TUNED)
+    assert main(["compare", "--config", str(config)]) == 0
+    assert "ease (tuned)" in capsys.readouterr().out
+    client = MlflowClient(sqlite_store)
+    runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])
+    by_name = {r.data.tags["mlflow.runName"]: r for r in runs}
+    ease = by_name["ease (tuned)"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ease.info.run_id]
+    assert len(trials) == 2 and "ndcg_at_20" in ease.data.metrics
+    assert 5 <= float(ease.data.params["best.regularization"]) <= 500
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TUNED.replace("regularization: {low", "regularisation: {low"))
+    with pytest.raises(RecsysError, match="tune.space: the model has no parameter 'regularisation'"):
+        load_config(bad)
+
+
+def test_snips_validation_uses_the_datas_own_propensities(train):
+    from recsys.data.propensity import Propensity
+
+    theta = Propensity(item=np.random.default_rng(0).uniform(0.05, 1.0, train.n_items))
+    weighted = train.with_propensity(theta)
+    result = tune("relmf", weighted, fixed=MF_FAST, trials=2, metric="snips_recall@10", progress=False)
+    fit, valid = holdout(weighted, 0.1, seed=0)
+    params = {k: v for k, v in result.params.items() if k != "progress"}
+    again = create_model("relmf", **params, progress=False).fit(fit.with_propensity(theta), valid=valid)
+    given = validation_scorer("snips_recall@10", fit, valid, propensity=theta)(again)
+    from_popularity = validation_scorer("snips_recall@10", fit, valid)(again)
+    assert result.value == pytest.approx(given) and given != pytest.approx(from_popularity)
