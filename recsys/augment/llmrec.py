@@ -186,7 +186,7 @@ def sample_users(train: Interactions, n: int | None, n_candidates: int, seed: in
     users = np.flatnonzero((train.user_degree > 0) & (train.n_items - train.user_degree >= n_candidates))
     if len(users) == 0:
         raise RecsysError(f"no user has training items and {n_candidates} unseen items: "
-                          "lower --candidates")
+                          "use fewer candidates")
     if n is not None and n < len(users):
         users = np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
     return users
