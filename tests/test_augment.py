@@ -8,12 +8,13 @@ import scipy.sparse as sp
 from pipelines.cli import main
 from recsys.augment.llmrec import (
     Augmentation,
+    item_texts,
     offline_pick,
     parse_edge,
     parse_phrase,
-    read_item_text,
 )
 from recsys.data import Interactions
+from recsys.data.features import read_features
 from recsys.data.idmap import IdMap
 from recsys.errors import RecsysError
 
@@ -71,15 +72,13 @@ def test_parse_phrase():
     assert parse_phrase("   \n ") is None and len(parse_phrase("x" * 500)) == 300
 
 
-def test_item_text_file_is_aligned_and_checked(tmp_path):
+def test_item_texts_follow_the_item_map_and_name_items_without_text(tmp_path):
     items = IdMap(["i1", "i2", "i3"])
     pd.DataFrame({"item_id": ["i3", "i1", "zz"], "text": ["three", "one", "unknown"]}).to_csv(
         tmp_path / "t.csv", index=False)
-    texts, missing = read_item_text(tmp_path / "t.csv", items)
-    assert list(texts) == ["one", "i2", "three"] and missing == 1
-    pd.DataFrame({"item_id": ["i1", "i1"], "text": ["a", "b"]}).to_csv(tmp_path / "d.csv", index=False)
-    with pytest.raises(RecsysError, match="'i1' appears more than once"):
-        read_item_text(tmp_path / "d.csv", items)
+    table = read_features(tmp_path / "t.csv", "item_id", text=True)
+    assert list(item_texts(table, items)) == ["one", "i2", "three"]
+    assert list(item_texts(None, items)) == ["i1", "i2", "i3"]
 
 
 def test_augmentation_folder_round_trip_and_unknown_ids(tmp_path):

@@ -12,17 +12,19 @@ from recsys.errors import RecsysError
 def cmd_augment(args: argparse.Namespace) -> None:
     from pipelines.export import open_model
     from recsys.atomic import check_folder_target
-    from recsys.augment.llmrec import MANIFEST, augment, read_item_text
+    from recsys.augment.llmrec import MANIFEST, augment, item_texts
     from recsys.augment.text import TextEncoder
+    from recsys.data.features import read_features
 
     check_folder_target(args.out, MANIFEST)  # before any work: never replace a foreign folder
     base, _, label = open_model(args.base)
     train = read_interactions(args.train, user_map=base.user_map_, item_map=base.item_map_)
     if train.nnz == 0:
         raise RecsysError(f"{args.train}: no pair has a user and item known to the base model {args.base}")
-    item_text, missing = read_item_text(args.item_text, train.item_map)
-    if missing:
-        print(f"note: {missing} items have no row in {args.item_text}; their id stands for their text")
+    table = read_features(args.item_text, "item_id", ids=train.item_map, text=True)
+    item_text = item_texts(table, train.item_map)
+    if missing := table.meta.get("rows_without_features"):
+        print(f"note: {missing} items have no text in {args.item_text}; their id stands for it")
     encoder = client = None
     if args.augmenter == "offline":
         encoder = TextEncoder(args.encoder)

@@ -33,9 +33,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.atomic import atomic_dir
+from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
-from recsys.data.io import read_table
 from recsys.errors import DataError, RecsysError
 
 FORMAT = 1
@@ -49,23 +49,15 @@ EDGE_SCHEMA = {"type": "object", "properties": {"liked": {"type": "integer"},
                "required": ["liked", "disliked"], "additionalProperties": False}
 
 
-def read_item_text(path: str | Path, item_map: IdMap) -> tuple[np.ndarray, int]:
-    """Texts aligned to `item_map` from an `item_id,text` file, and how many items had none.
-
-    An item without a row gets its id as text; ids the map does not know are ignored (a
-    catalogue may be wider than the training data). A repeated id is an error naming it.
-    """
-    frame = read_table(path, ["item_id", "text"])
-    index = item_map.index_of(frame["item_id"])
-    known = index >= 0
-    dup = pd.Series(index[known]).duplicated().to_numpy()
-    if dup.any():
-        raise DataError(f"{path}: item_id {frame['item_id'][known].iloc[int(np.argmax(dup))]!r} "
-                        "appears more than once")
+def item_texts(table: FeatureTable | None, item_map: IdMap) -> np.ndarray:
+    """(n_items,) text per item of `item_map` from an item text table (`--item-text`,
+    `Interactions.item_text`); an item without text is named by its id."""
     texts = np.asarray([str(i) for i in item_map.ids], dtype=object)
-    values = frame["text"].fillna("").astype(str).to_numpy(dtype=object)
-    texts[index[known]] = values[known]
-    return texts, int(len(item_map) - known.sum())
+    if table is not None:
+        values = table.reindex(item_map)["text"].values
+        has = values != ""
+        texts[has] = values[has]
+    return texts
 
 
 def history_lines(train: Interactions, texts: np.ndarray, users: np.ndarray, limit: int,
@@ -186,7 +178,7 @@ def sample_users(train: Interactions, n: int | None, n_candidates: int, seed: in
     users = np.flatnonzero((train.user_degree > 0) & (train.n_items - train.user_degree >= n_candidates))
     if len(users) == 0:
         raise RecsysError(f"no user has training items and {n_candidates} unseen items: "
-                          "lower --candidates")
+                          "use fewer candidates")
     if n is not None and n < len(users):
         users = np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
     return users

@@ -8,12 +8,12 @@ at run time; any sentence-transformers model folder can be named instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,19 @@ def encoder_path(name: str | None) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=2)
+def _sentence_transformer(path: str, device: str):
+    """The model in folder `path`, loaded once per process and device."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach a hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise RecsysError("text encoding needs sentence-transformers: "
+                          "pip install 'recsys[text]'") from None
+    return SentenceTransformer(path, device=device)
+
+
 class TextEncoder:
     """Encodes lists of strings into L2-normalised float32 vectors, shape (n, dim).
 
@@ -61,7 +74,7 @@ class TextEncoder:
         self.progress = progress
         self._model = None
 
-    @cached_property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 over the model folder's files (names and contents)."""
         digest = hashlib.sha256()
@@ -83,16 +96,9 @@ class TextEncoder:
 
     def _load(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach a hub
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError:
-                raise RecsysError("text encoding needs sentence-transformers: "
-                                  "pip install 'recsys[text]'") from None
             from recsys.train import resolve_device
 
-            self._model = SentenceTransformer(str(self.path), device=str(resolve_device(self.device)))
+            self._model = _sentence_transformer(str(self.path), str(resolve_device(self.device)))
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
