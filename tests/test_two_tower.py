@@ -3,10 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recsys import Interactions, create_model, load_model
 from recsys.data.features import FeatureTable
+from recsys.data.idmap import IdMap
 from recsys.errors import RecsysError
 from recsys.models.two_tower import padded_history
 
@@ -45,15 +47,13 @@ def cfm_model(featured):
     return create_model("two_tower", ssl="cfm", **FAST).fit(featured)
 
 
-def test_padded_history_keeps_the_latest_items(small_data):
+def test_padded_history_keeps_the_latest_items():
     rows = np.array([0, 0, 0, 1])
     cols = np.array([2, 0, 1, 3])
     times = np.array([30.0, 10.0, 20.0, 5.0])
-    import scipy.sparse as sp
     shape = (2, 4)
     data = Interactions(sp.csr_matrix((np.ones(4, np.float32), (rows, cols)), shape=shape),
-                        small_data.user_map.__class__(["u0", "u1"]),
-                        small_data.item_map.__class__(["i0", "i1", "i2", "i3"]),
+                        IdMap(["u0", "u1"]), IdMap(["i0", "i1", "i2", "i3"]),
                         timestamps=sp.csr_matrix((times, (rows, cols)), shape=shape))
     # user 0: items 2 (t=30), 1 (t=20), 0 (t=10) -> the latest two, as index + 1
     assert padded_history(data, 2, seed=0).tolist() == [[3, 2], [4, 0]]
