@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,6 +114,7 @@ class TwoTower(TorchRecommender):
     weight_decay: NonNegative[float] = 0.0
 
     uses: ClassVar[frozenset[str]] = frozenset({"item_features", "user_features"})
+    new_user_inputs: ClassVar[tuple[str, ...]] = ("features", "history")
     state_rows: ClassVar[dict[str, str]] = {"user_factors": "users", "item_factors": "items",
                                             "item_trained": "items"}
     test_params: ClassVar[dict] = {"dim": 16, "hidden": (32, 16), "epochs": 10, "lr": 0.01,
@@ -244,10 +246,14 @@ class TwoTower(TorchRecommender):
         features: one row per new user, encoded with the model's vocabularies
             (`model.features_["user_features"].encode(frame, "user_id")`);
         history: per new user, the item indices they interacted with (oldest first; the
-            latest `history` count is used). Either may be None (not both); with both, their
-            lengths must agree. Items the model never trained on are ignored.
+            latest `history` count is used), or a CSR matrix (users x items) of them. Either
+            may be None (not both); with both, their lengths must agree. Items the model
+            never trained on are ignored.
         """
         self._check_fitted()
+        if sp.issparse(history):
+            history = sp.csr_matrix(history)
+            history = np.split(history.indices, history.indptr[1:-1])
         if features is None and history is None:
             raise RecsysError("user_vectors needs user features, a history, or both")
         n = len(features) if features is not None else len(history)
