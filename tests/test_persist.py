@@ -279,7 +279,7 @@ def test_cli_trains_with_feature_files_and_refuses_unused_ones(featured, small_l
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err == (
         "recsys: error: --user-features: model 'featured_pop' does not use user features (it "
-        "reads item_features); models that do: none yet")
+        "reads item_features); models that do: two_tower")
     assert not (tmp_path / "m2").exists()
 
 

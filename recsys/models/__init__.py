@@ -15,9 +15,10 @@ from recsys.models.gnolr import GNOLR
 from recsys.models.implicit_models import ALS, BPR
 from recsys.models.mf import MF
 from recsys.models.pop import Popularity
+from recsys.models.two_tower import TwoTower
 
 __all__ = [
     "ALS", "BPR", "EASE", "GNOLR", "MF", "BaseRecommender", "FactorModel", "Popularity",
-    "Recommender",
+    "Recommender", "TwoTower",
     "create_model", "get_model_class", "load_model", "model_names", "register",
 ]

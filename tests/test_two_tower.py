@@ -1,0 +1,128 @@
+"""Two-tower model: features, SSL loss parts, cold-start items, new users, save/load, CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys import Interactions, create_model, load_model
+from recsys.data.features import FeatureTable
+from recsys.data.idmap import IdMap
+from recsys.errors import RecsysError
+from recsys.models.two_tower import padded_history
+
+FAST = {"dim": 8, "hidden": (16, 8), "epochs": 3, "lr": 0.01, "progress": False,
+        "device": "cpu", "valid_frac": 0.0, "history": 5}
+
+
+def item_frame(data: Interactions, cold: int = 2) -> pd.DataFrame:
+    """Features of every item plus `cold` items without interactions (the last two share
+    their features)."""
+    rng = np.random.default_rng(0)
+    ids = [*data.item_map.ids, *(f"cold{i}" for i in range(cold))]
+    genre = rng.choice(["a", "b", "c"], len(ids))
+    tags = ["|".join(rng.choice(["x", "y", "z", "w"], 2, replace=False)) for _ in ids]
+    year = rng.integers(1980, 2000, len(ids)).astype(float)
+    genre[-1], tags[-1], year[-1] = genre[-2], tags[-2], year[-2]
+    return pd.DataFrame({"item_id": ids, "genre": genre, "tags": tags, "year": year})
+
+
+def user_frame(data: Interactions) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"user_id": data.user_map.ids,
+                         "gender": rng.choice(["f", "m"], data.n_users)})
+
+
+@pytest.fixture(scope="module")
+def featured(small_data):
+    trained = small_data.item_map.ids
+    items = FeatureTable.from_frame(item_frame(small_data), "item_id", fit_ids=trained)
+    users = FeatureTable.from_frame(user_frame(small_data), "user_id")
+    return small_data.with_item_features(items, extend_catalogue=True).with_user_features(users)
+
+
+@pytest.fixture(scope="module")
+def cfm_model(featured):
+    return create_model("two_tower", ssl="cfm", **FAST).fit(featured)
+
+
+def test_padded_history_keeps_the_latest_items():
+    rows = np.array([0, 0, 0, 1])
+    cols = np.array([2, 0, 1, 3])
+    times = np.array([30.0, 10.0, 20.0, 5.0])
+    shape = (2, 4)
+    data = Interactions(sp.csr_matrix((np.ones(4, np.float32), (rows, cols)), shape=shape),
+                        IdMap(["u0", "u1"]), IdMap(["i0", "i1", "i2", "i3"]),
+                        timestamps=sp.csr_matrix((times, (rows, cols)), shape=shape))
+    # user 0: items 2 (t=30), 1 (t=20), 0 (t=10) -> the latest two, as index + 1
+    assert padded_history(data, 2, seed=0).tolist() == [[3, 2], [4, 0]]
+
+
+def test_ssl_adds_a_logged_loss_part_and_cold_items_are_scored(cfm_model, featured):
+    model = cfm_model
+    assert {"main", "ssl"} <= set(model.history_[-1]) and model.history_[-1]["ssl"] > 0
+    assert set(model.fit_info_["cfm_groups"]) == {"id", "genre", "tags", "year"}
+    factors = model.item_factors()
+    assert factors.shape[0] == featured.n_items == featured.matrix.shape[1]
+    cold = featured.item_map.index_of(np.array(["cold0", "cold1"]))
+    assert (featured.item_popularity[cold] == 0).all()
+    # cold items are scored from their features alone: same features, same vector
+    assert torch.allclose(factors[cold[0]], factors[cold[1]])
+    assert torch.isfinite(factors).all()
+    assert torch.allclose(factors.norm(dim=1), torch.ones(len(factors)), atol=1e-5)
+    top, _ = model.recommend(np.arange(featured.n_users), featured.n_items, exclude=featured)
+    assert np.isin(cold, top).all()
+
+
+def test_ssl_needs_item_features(small_data):
+    with pytest.raises(RecsysError, match="ssl=rfm masks item features"):
+        create_model("two_tower", ssl="rfm", **FAST).fit(small_data)
+
+
+def test_rfm_and_uniform_negatives_train(featured):
+    model = create_model("two_tower", ssl="rfm", negatives=32, **FAST).fit(featured)
+    losses = [h["main"] for h in model.history_]
+    assert losses[-1] < losses[0]
+
+
+def test_new_users_from_features_and_history_survive_save_load(cfm_model, featured, tmp_path):
+    table = cfm_model.features_["user_features"].encode(
+        pd.DataFrame({"user_id": ["new1", "new2"], "gender": ["f", "unknown"]}), "user_id")
+    history = [list(featured.matrix[0].indices), []]
+    vectors = cfm_model.user_vectors(features=table, history=history)
+    assert vectors.shape == (2, cfm_model.item_factors().shape[1])
+    assert not torch.allclose(vectors[0], vectors[1])
+    only_history = cfm_model.user_vectors(history=history)
+    assert not torch.allclose(only_history[0], vectors[0])  # the features count
+    other = cfm_model.user_vectors(features=table, history=[history[0][:3], []])
+    assert not torch.allclose(other[0], vectors[0]) and torch.allclose(other[1], vectors[1])
+    cfm_model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert torch.equal(loaded.item_factors(), cfm_model.item_factors())
+    assert torch.allclose(loaded.user_vectors(features=table, history=history), vectors)
+    with pytest.raises(RecsysError, match="needs user features, a history, or both"):
+        loaded.user_vectors()
+    with pytest.raises(RecsysError, match="outside the catalogue"):
+        loaded.user_vectors(history=[[10**6]])
+
+
+def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
+    from pipelines.cli import main
+
+    small_log.to_csv(tmp_path / "train.csv", index=False)
+    data = Interactions.from_frame(small_log)
+    item_frame(data).to_csv(tmp_path / "items.csv", index=False)
+    user_frame(data).to_csv(tmp_path / "users.csv", index=False)
+    out = tmp_path / "model"
+    params = [p for k, v in {**FAST, "ssl": "cfm", "hidden": "16,8"}.items()
+              for p in ("--param", f"{k}={v}")]
+    assert main(["train", "--model", "two_tower", "--train", str(tmp_path / "train.csv"),
+                 "--item-features", str(tmp_path / "items.csv"), "--user-features",
+                 str(tmp_path / "users.csv"), *params, "--out", str(out)]) == 0
+    model = load_model(out)
+    assert model.ssl == "cfm" and len(model.item_map_) == data.n_items + 2
+    assert set(model.features_) == {"item_features", "user_features"}
+    assert model.features_["user_features"]["gender"].vocab.values == ["f", "m"]
+    assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "train.csv"),
+                 "--k", "10"]) == 0
