@@ -1,6 +1,6 @@
 """Self-supervised feature masking for two-tower retrieval (Yao et al., CIKM 2021).
 
-    python bench/ssl.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--device cpu|cuda]
+    python bench/two_tower_ssl.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--device cpu|cuda]
                         [--datasets ml-100k,simulated] [--epochs 100] [--json OUT]
 
 Datasets: MovieLens-100K (every rating is an interaction; item features genres (`class`,
