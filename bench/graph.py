@@ -86,7 +86,8 @@ def run(data_name: str, train: Interactions, test: Interactions, seed: int, labe
 
 def summarize(frame: pd.DataFrame) -> str:
     summary = frame.groupby(["data", "model"], sort=False)
-    lines = ["| data | model | " + " | ".join(METRICS + TIMES) + " |", "|---|---|" + "---|" * (len(METRICS) + len(TIMES))]
+    lines = ["| data | model | " + " | ".join(METRICS + TIMES) + " |",
+             "|---|---|" + "---|" * (len(METRICS) + len(TIMES))]
     for (data, model), group in summary:
         cells = [f"{group[m].mean():.4f} ± {group[m].std(ddof=1) if len(group) > 1 else 0:.4f}"
                  for m in METRICS]
