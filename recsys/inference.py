@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recsys.data.features import FeatureTable
 from recsys.data.idmap import CANONICAL_INT, IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
@@ -30,6 +31,7 @@ from recsys.models.base import EncodesNewUsers, HasFactors
 from recsys.ranking import SCORE_BUDGET, mask_pairs, top_k
 
 Id = int | str
+_ROW = "__row__"  # the id column of request-time feature rows: their position
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class Ranker:
         if folded.any():
             rows = np.flatnonzero(folded)
             vectors = self.encoder.user_vectors(
-                features=None if features is None else features.iloc[rows],
+                features=None if features is None else self._encode_features(features.iloc[rows]),
                 history=None if history is None else history[rows])
         fallback = (users < 0) & ~folded
         if fallback.any() and self.popularity is None:
@@ -226,6 +228,15 @@ class Ranker:
         if features is not None and "features" in inputs:
             can |= features.notna().any(axis=1).to_numpy()
         return can & (users < 0)
+
+    def _encode_features(self, frame: pd.DataFrame) -> FeatureTable:
+        """Raw user feature columns (one row per new user) encoded with the vocabularies and
+        statistics the model learned, rows in order."""
+        table = getattr(self.model, "features_", {}).get("user_features")
+        if table is None:
+            raise RecsysError(f"{self.model.name} model was trained without user features")
+        rows = frame.reset_index(drop=True).assign(**{_ROW: np.arange(len(frame))})
+        return table.encode(rows, _ROW, ids=IdMap(np.arange(len(frame))), source="user features")
 
     def _scores(self, users: np.ndarray, folded: np.ndarray, vectors: torch.Tensor | None,
                 vector_row: np.ndarray, items: np.ndarray | None) -> torch.Tensor:

@@ -126,3 +126,20 @@ def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
     assert model.features_["user_features"]["gender"].vocab.values == ["f", "m"]
     assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "train.csv"),
                  "--k", "10"]) == 0
+
+
+def test_the_ranker_answers_new_users_from_request_features(cfm_model, featured):
+    from recsys.inference import Query, Ranker
+
+    ranker = Ranker(cfm_model, featured)
+    history = featured.item_map.ids[featured.matrix[0].indices[:3]].tolist()
+    by_features, both, neither = ranker.rank([Query("new1", features={"gender": "f"}, k=5),
+                                               Query("new2", features={"gender": "f"}, history=history, k=5),
+                                               Query("new3", k=5)])
+    assert by_features.folded_in and both.folded_in and neither.fallback
+    table = cfm_model.features_["user_features"].encode(
+        pd.DataFrame({"user_id": ["new1"], "gender": ["f"]}), "user_id")
+    scores = (cfm_model.item_factors() @ cfm_model.user_vectors(features=table)[0]).numpy()
+    expected = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:5]
+    assert by_features.item_ids == featured.item_map.ids[expected].tolist()
+    assert not set(history) & set(both.item_ids)  # the history counts as seen

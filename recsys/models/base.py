@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -61,14 +60,15 @@ class EncodesNewUsers(Protocol):
 
     `user_vectors(features=None, history=None) -> Tensor [n, d]`, one row per new user, in the
     space of `item_factors()`: `history` is a CSR matrix [n, n_items] of the items each new user
-    interacted with (weights as in training: counts, or 1), `features` a frame with one row per
-    user and the model's user feature columns. `new_user_inputs` names the ones the model reads
+    interacted with (weights as in training: counts, or 1), `features` a FeatureTable with one
+    row per user, encoded with the model's vocabularies (`features_["user_features"].encode`;
+    the Ranker does it from raw columns). `new_user_inputs` names the ones the model reads
     ("history", "features"); it raises RecsysError for an input it cannot use.
     """
 
     new_user_inputs: tuple[str, ...]
 
-    def user_vectors(self, features: pd.DataFrame | None = None,
+    def user_vectors(self, features: FeatureTable | None = None,
                      history: sp.csr_matrix | None = None) -> torch.Tensor: ...
 
 

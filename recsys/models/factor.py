@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recsys.data.features import FeatureTable
 from recsys.errors import RecsysError
 from recsys.models.base import BaseRecommender
 
@@ -55,7 +55,7 @@ class FactorModel(BaseRecommender):
             torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)]
         return u @ v.T
 
-    def user_vectors(self, features: pd.DataFrame | None = None,
+    def user_vectors(self, features: FeatureTable | None = None,
                      history: sp.csr_matrix | None = None) -> torch.Tensor:
         """Factors [n, d] for n new users from `history` (CSR [n, n_items], weights as in
         training), on the item factors' device; a user with an empty history gets zeros."""
