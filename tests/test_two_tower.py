@@ -110,7 +110,9 @@ def test_new_users_from_features_and_history_survive_save_load(cfm_model, featur
 def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
     from pipelines.cli import main
 
-    small_log.to_csv(tmp_path / "train.csv", index=False)
+    test = small_log.groupby("user_id").tail(1)  # evaluated on pairs it did not train on
+    small_log.drop(test.index).to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
     data = Interactions.from_frame(small_log)
     item_frame(data).to_csv(tmp_path / "items.csv", index=False)
     user_frame(data).to_csv(tmp_path / "users.csv", index=False)
@@ -124,7 +126,7 @@ def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
     assert model.ssl == "cfm" and len(model.item_map_) == data.n_items + 2
     assert set(model.features_) == {"item_features", "user_features"}
     assert model.features_["user_features"]["gender"].vocab.values == ["f", "m"]
-    assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "train.csv"),
+    assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "test.csv"),
                  "--k", "10"]) == 0
 
 
