@@ -26,8 +26,8 @@ class FactorModel(BaseRecommender):
     `fold_in_reg` * trace(V'V) / factors, i.e. 30x the mean eigenvalue of V'V. The ridge is
     strong on purpose: models trained with a ranking loss (BPR, MF) are not fitted to 0/1
     targets, and their new users rank best with a vector close to the confidence-weighted sum
-    of their history's item factors (on MovieLens-100K: 0.95x the NDCG@20 of the same users as
-    known users for `mf`, 0.97x for `bpr`; ridges of 0.1x-1x give 0.67-0.78x for `mf`;
+    of their history's item factors (on MovieLens-100K: 0.94-0.95x the NDCG@20 of the same users
+    as known users for `mf`, 0.95-1.0x for `bpr`; ridges of 0.1x-1x give 0.67-0.78x for `mf`;
     bench/foldin.py). ALS overrides this with its exact user step.
     """
 
