@@ -25,7 +25,7 @@ from recsys.augment.graph_views import (
 from recsys.data.graph import BipartiteGraph
 from recsys.data.interactions import Interactions
 from recsys.data.sampling import PairSampler
-from recsys.losses import bpr_loss, first_occurrence, info_nce
+from recsys.losses import bpr_loss, distinct, info_nce
 from recsys.models.base import register, register_preset
 from recsys.models.params import Fraction, NonNegative, Positive
 from recsys.models.torch_model import TorchRecommender
@@ -109,8 +109,11 @@ class LightGCNRecommender(TorchRecommender):
                  "reg": self.reg * sum(e.pow(2).sum() for e in ego) / (2 * len(users))}
         if view1 is not None:
             # InfoNCE over the batch's unique users and unique clicked items
-            ssl = sum(info_nce(view1.index_select(0, ids), view2.index_select(0, ids),
-                               self.temperature, first_occurrence(ids)) for ids in (users, pos))
+            ssl = 0.0
+            for ids, bound in ((users, n_users), (pos, self.graph_.n_items)):
+                rows, keep = distinct(ids, bound)
+                ssl = ssl + info_nce(view1.index_select(0, rows), view2.index_select(0, rows),
+                                     self.temperature, keep)
             parts["ssl"] = self.ssl_weight * ssl
         return parts
 
