@@ -55,7 +55,7 @@ def test_min_rating_threshold_keeps_only_positives(workdir, capsys):
     assert len(train) + len(test) <= (events.rating >= 4).sum() and (train.rating == 1).all()
 
 
-@pytest.mark.parametrize("model", ["pop", "mf", "relmf"])
+@pytest.mark.parametrize("model", ["pop", "mf", "relmf", "sgl"])
 def test_train_evaluate_recommend_end_to_end(model, prepared, tmp_path, capsys):
     params = ["--param", "epochs=5", "--param", "factors=8"] if model != "pop" else []
     code, out, _ = run(["train", "--model", model, "--train", prepared / "train.parquet",
