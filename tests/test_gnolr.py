@@ -138,3 +138,31 @@ def test_export_and_batch_recommend_from_the_registry(sim, nested, sqlite_store,
     top, _ = nested.recommend(np.arange(sim.train.n_users), 5, exclude=sim.train)
     expected = sim.train.item_map.to_ids(top).ravel()
     assert recs["item_id"].tolist() == expected.tolist()
+
+
+def test_compare_on_a_graded_file_logs_level_metrics(sim, sqlite_store, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    frame = sim.train.to_frame().drop(columns=["rating", "timestamp"])
+    frame.rename(columns={"level": "event"}).to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "graded.yaml").write_text(f"""
+experiment: graded
+data: {{kind: file, path: {tmp_path / 'events.csv'}, level_col: event,
+        levels: click<cart<purchase}}
+models:
+  - name: gnolr
+    params: {{epochs: 3, factors: 8, device: cpu}}
+    grid: {{objective: [nested, multitask]}}
+k: [20]
+register_as: graded-model
+""")
+    assert main(["compare", "--config", str(tmp_path / "graded.yaml")]) == 0
+    client = MlflowClient()
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("graded").experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"purchase_ndcg_at_20", "cart_recall_at_20", "graded_ndcg_at_20"} <= set(
+            run.data.metrics)
+    assert "models:/graded-model@champion" in capsys.readouterr().out
