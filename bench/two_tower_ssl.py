@@ -72,11 +72,9 @@ def movielens(folder: Path) -> tuple[Interactions, pd.DataFrame, pd.DataFrame | 
 
 def simulated(seed: int) -> tuple[Interactions, pd.DataFrame, None, dict]:
     sim = simulate(n_users=1000, n_items=500, n_interactions=20000, seed=seed)
-    rows, cols = sim.train.coo
-    t_rows, t_cols = sim.test.coo
-    # one log of all clicks; this bench makes its own splits
-    data = sim.train.with_pairs(np.r_[rows, t_rows], np.r_[cols, t_cols],
-                                np.ones(len(rows) + len(t_rows), bool))
+    # one log of all clicks (the simulator's test pairs are new pairs); this bench makes its
+    # own splits
+    data = Interactions(sim.train.matrix + sim.test.matrix, sim.train.user_map, sim.train.item_map)
     return data, sim.item_features, None, {}
 
 
@@ -108,8 +106,8 @@ class ColdScorer:
     def __init__(self, model, items: np.ndarray) -> None:
         self.model, self.items = model, items
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return self.model.score(users, self.items)
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> torch.Tensor:
+        return self.model.score(users, self.items if items is None else self.items[items])
 
 
 def run(name: str, params: dict, train, test, cold_test, cold_items, seed: int, args) -> dict:

@@ -59,6 +59,21 @@ def test_hand_computed_graded_metrics(case):
     assert (m["click_users"], m["cart_users"], m["buy_users"], m["graded_users"]) == (2, 1, 1, 2)
 
 
+def test_test_pairs_that_are_training_pairs_are_dropped(case):
+    model, train, test = case
+    # the case again, plus test pairs that are training pairs: user 0's item 4 (cart), user
+    # 1's item 0 (click) and user 2, whose one test item (buy) is a training item
+    train = interactions([[0, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0, 0, 1, 0, 0]])
+    test = interactions([[3, 1, 2, 0, 2], [1, 0, 0, 1, 0], [0, 0, 3, 0, 0]], test.level_names)
+    model = Fixed([*model.scores.tolist(), [0.0, 0.0, 1.0, 0.0, 0.0]])
+    m = graded_metrics(model, test, train=train, k=[2, 4])
+    assert m["test_pairs_in_train"] == 3
+    assert (m["click_users"], m["cart_users"], m["buy_users"], m["graded_users"]) == (2, 1, 1, 2)
+    assert m["cart_recall@2"] == pytest.approx(0.5)
+    assert m["buy_recall@2"] == pytest.approx(1.0)
+    assert m["graded_ndcg@2"] == pytest.approx(((7 + L3) / (7 + 3 * L3) + L3) / 2)
+
+
 def test_brute_force_on_random_levels():
     rng = np.random.default_rng(0)
     n_users, n_items, k = 30, 25, 7

@@ -6,7 +6,8 @@
 - Graded NDCG@K: gain 2^level - 1 at each rank, discount 1 / log2(rank + 1), divided by the
   DCG of the user's test items sorted by level (the best possible top K); averaged over
   users with a test item; key `graded_ndcg@K`.
-Training items are excluded from the ranking, as in `evaluate`.
+Training items are excluded from the ranking, as in `evaluate`, so test pairs that are also
+training pairs can never be hit: they are dropped and counted in `test_pairs_in_train`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import Scorer
+from recsys.evaluate.evaluator import Scorer, drop_training_pairs
 from recsys.evaluate.metrics import ndcg, recall
 from recsys.evaluate.unbiased import _discount, _top_items
 from recsys.ranking import pair_keys, parse_ks
@@ -30,8 +31,10 @@ def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
                    users: np.ndarray | None = None) -> dict[str, float]:
     """Per-level Recall@K / NDCG@K and graded NDCG@K of `model` on the levels of `test`.
 
-    `train` (same id maps) holds the items to exclude; `users` restricts the evaluation to
-    those user indices. Raises RecsysError when `test` has no levels.
+    `train` (same id maps) holds the items to exclude; test pairs it holds are dropped (and
+    counted in `test_pairs_in_train`), so a user whose test items are all training items is
+    not evaluated. `users` restricts the evaluation to those user indices. Raises RecsysError
+    when `test` has no levels.
     """
     if test.levels is None:
         raise RecsysError("graded metrics need test levels (a level column in the test file)")
@@ -39,6 +42,7 @@ def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
         raise RecsysError(f"train {train.matrix.shape} and test {test.matrix.shape} use "
                           "different id maps")
     ks = parse_ks(k)
+    test, in_train = drop_training_pairs(test, train)
     names = test.level_names
     n_levels = len(names)
     levels = test.levels.tocsr()
@@ -80,6 +84,7 @@ def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
               if counts[level_of[key]]}
     result.update({f"{name}_users": int(counts[g]) for g, name in enumerate(names, start=1)})
     result["graded_users"] = int(counts[0])
+    result["test_pairs_in_train"] = in_train
     return result
 
 
