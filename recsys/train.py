@@ -6,12 +6,14 @@ returns a scalar tensor or a dict of named scalar parts (summed into the total).
 averaged per epoch, shown on the progress bar, kept in the history and passed to the hooks
 under its own name. Hooks are objects with any of the optional methods
 
-    on_train_start()          on_epoch_start(epoch)
-    after_step(step)          on_epoch_end(epoch, logs)
+    on_optimizer(optimizer)   on_train_start()
+    on_epoch_start(epoch)     after_step(step)
+    on_epoch_end(epoch, logs)
 
-(e.g. resampling graph views each epoch, re-masking after each step, logging to MLflow); the
-step object itself may have them too. Losses are accumulated on the device: nothing waits for
-the accelerator until the epoch ends.
+(e.g. resampling graph views each epoch, re-masking weights and optimiser moments after each
+step, logging to MLflow); `on_optimizer` receives the optimiser once it is built, before
+`on_train_start`. The step object itself may have them too. Losses are accumulated on the
+device: nothing waits for the accelerator until the epoch ends.
 
 The decision to keep or stop lives in `EarlyStopping` alone. Under data-parallel training
 only rank 0 needs to validate: a `validate` that computes the score there and broadcasts it
@@ -33,7 +35,7 @@ from tqdm.auto import tqdm
 
 from recsys.errors import RecsysError
 
-HOOKS = ("on_train_start", "on_epoch_start", "after_step", "on_epoch_end")
+HOOKS = ("on_optimizer", "on_train_start", "on_epoch_start", "after_step", "on_epoch_end")
 
 
 class Step(Protocol):
@@ -165,6 +167,8 @@ def train_loop(
     listeners = [h for h in (step, *hooks) if h is not None]
     calls = {name: [getattr(h, name) for h in listeners if callable(getattr(h, name, None))]
              for name in HOOKS}
+    for fn in calls["on_optimizer"]:
+        fn(optimizer)
     for fn in calls["on_train_start"]:
         fn()
     result = TrainResult(best_epoch=epochs, best_score=None)

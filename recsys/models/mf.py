@@ -15,6 +15,7 @@ from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
 from recsys.models.base import register, register_preset
 from recsys.models.params import NonNegative, Positive, Probability
 from recsys.models.space import Float, Int
+from recsys.models.sparse import SparseTables
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 from recsys.train import StepFunctions
 
@@ -36,7 +37,7 @@ class Embeddings(nn.Module):
 
 @register("mf")
 @dataclass(eq=False, repr=False, kw_only=True)
-class MF(TorchRecommender):
+class MF(SparseTables, TorchRecommender):
     """Matrix factorisation with a pluggable loss, trained by the shared template.
 
     Losses: `bpr` (pairwise, negatives avoid the user's positives); `ubpr` (unbiased BPR,
@@ -48,6 +49,7 @@ class MF(TorchRecommender):
     1 - 1/theta < 0 on -log(1 - s) rewards s -> 1 without bound, unless `beta` clamps each
     pair's loss at -beta (the relmf preset does); the squared loss is bounded by itself (the
     official Rel-MF code uses it). `reg` is an L2 penalty on the batch's embeddings.
+    `density` < 1 trains both tables sparse (dynamic sparse learning, `SparseTables`).
     Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta); the
     unbiased losses select their epoch on SNIPS recall.
     """
