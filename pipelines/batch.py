@@ -16,7 +16,7 @@ from recsys.data.idmap import IdMap, normalize_ids
 from recsys.data.io import read_table
 from recsys.errors import RecsysError
 from recsys.inference import Ranker, pairs_matrix
-from recsys.ranking import SCORE_BUDGET
+from recsys.ranking import block_rows
 
 COLUMNS = ("user_id", "item_id", "score", "rank", "fallback", "folded_in")
 
@@ -48,9 +48,9 @@ def recommend_to_parquet(ranker: Ranker, user_ids: np.ndarray, k: int, out: str 
 
     `history` (CSR, one row per user) and `features` (raw user feature columns, one row per
     user, NaN where absent) answer users the model does not know, when it can fold them in;
-    other unknown users get the most popular items (fallback). Seen items never
-    appear, so a user may get fewer than k rows. Users are scored in chunks whose scores stay
-    under SCORE_BUDGET floats.
+    other unknown users get the most popular items (fallback). Seen items never appear, so a
+    user may get fewer than k rows. Users are scored in chunks sized to the free memory of the
+    scoring device (`ranking.block_rows`), at most 65,536 users each.
     """
     model = ranker.model
     if k <= 0:
@@ -58,7 +58,7 @@ def recommend_to_parquet(ranker: Ranker, user_ids: np.ndarray, k: int, out: str 
     if chunk_users is not None and chunk_users <= 0:
         raise RecsysError(f"chunk_users must be positive, got {chunk_users}")
     n_items = len(model.item_map_)
-    chunk = chunk_users or max(1, min(65536, SCORE_BUDGET // max(n_items, 1)))
+    chunk = chunk_users or min(65536, block_rows(n_items, ranker.device))
     users = model.user_map_.index_of(user_ids)
     schema = pa.schema([("user_id", id_type(model.user_map_)), ("item_id", id_type(model.item_map_)),
                         ("score", pa.float32()), ("rank", pa.int32()), ("fallback", pa.bool_()),

@@ -28,7 +28,7 @@ from recsys.data.idmap import CANONICAL_INT, IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.models.base import EncodesNewUsers, HasFactors
-from recsys.ranking import SCORE_BUDGET, mask_pairs, top_k
+from recsys.ranking import block_rows, mask_pairs, top_k, top_k_unsure
 
 Id = int | str
 _ROW = "__row__"  # the id column of request-time feature rows: their position
@@ -123,6 +123,16 @@ class Ranker:
                 raise RecsysError(f"{model.name} model has factors for {shape[0]} users x {shape[1]} "
                                   f"items but id maps of {maps[0]} users x {maps[1]} items")
         self.encoder = model if isinstance(model, EncodesNewUsers) and self.factors else None
+        self._seen_on: dict[torch.device, torch.Tensor] = {}
+
+    @cached_property
+    def device(self) -> torch.device:
+        """Where the scores are computed: the factors' device (numpy factors: the CPU), else
+        the model's `device_`, else the CPU."""
+        if self.factors is not None:
+            item = self.factors[1]
+            return item.device if isinstance(item, torch.Tensor) else torch.device("cpu")
+        return torch.device(getattr(self.model, "device_", None) or "cpu")
 
     # ---- ids ---------------------------------------------------------------------------------
     @cached_property
@@ -159,7 +169,7 @@ class Ranker:
                items: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(users, item indices, scores) per block of known users whose scores fit the budget."""
         n = self.n_items if items is None else len(items)
-        step = max(1, SCORE_BUDGET // max(n, 1))
+        step = block_rows(n, self.device)
         for start in range(0, len(users), step):
             block = users[start:start + step]
             yield (block, *self.top_items(block, k, items=items, exclude_seen=exclude_seen))
@@ -173,7 +183,7 @@ class Ranker:
         history: CSR [n, n_items] of the unknown users' items (rows of known users unread);
         features: frame of their user features, one row per user; exclude_seen: one flag, or
         one per user; items: candidate item indices (default: all); exclude: item indices
-        never returned. Scored in blocks of at most SCORE_BUDGET scores.
+        never returned. Scored in blocks sized to the free memory (`ranking.block_rows`).
         """
         if k <= 0:
             raise RecsysError(f"k must be positive, got {k}")
@@ -193,7 +203,7 @@ class Ranker:
         k = min(k, n_cand)
         out_items = np.zeros((n, k), dtype=np.int64)
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-        step = max(1, SCORE_BUDGET // max(n_cand, 1))
+        step = block_rows(n_cand, self.device)
         vector_row = np.cumsum(folded) - 1  # row of each folded user in `vectors`
         for start in range(0, n if k else 0, step):
             part = slice(start, start + step)
@@ -214,6 +224,36 @@ class Ranker:
             out_items[part] = top if items is None else np.asarray(items)[top]
             out_scores[part] = values.cpu().numpy()
         return Recommendations(out_items, out_scores, fallback, folded)
+
+    def top_known(self, users: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(items, scores, unsure) [len(users), min(k, n_items)] for known user indices, their
+        seen items masked, left on the scoring device with no host sync (`top_k_unsure`): the
+        path of whole-population jobs. Rank the `unsure` rows again with `top_items`."""
+        scores = self._model_scores(users, None)
+        if self.seen is not None:
+            self._mask_seen(scores, users)
+        return top_k_unsure(scores, k)
+
+    def _mask_seen(self, scores: torch.Tensor, users: np.ndarray) -> None:
+        """Set the seen items of `users` (one per score row) to -inf on the scores' device: the
+        row offsets come from the host's CSR pointers (O(rows)), the items from a copy of the
+        CSR indices kept on that device."""
+        indptr = self.seen.indptr
+        starts = indptr[users].astype(np.int64)
+        lengths = indptr[users + 1].astype(np.int64) - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return
+        device = scores.device
+        if device not in self._seen_on:
+            self._seen_on[device] = torch.from_numpy(self.seen.indices.astype(np.int64)).to(device)
+        lengths_t = torch.from_numpy(lengths).to(device)
+        shift = torch.from_numpy(starts - (np.cumsum(lengths) - lengths)).to(device)
+        rows = torch.repeat_interleave(torch.arange(len(users), device=device), lengths_t,
+                                       output_size=total)
+        at = torch.arange(total, device=device) + torch.repeat_interleave(shift, lengths_t,
+                                                                          output_size=total)
+        scores[rows, self._seen_on[device][at]] = float("-inf")
 
     def _foldable(self, users: np.ndarray, history: sp.csr_matrix | None,
                   features: pd.DataFrame | None) -> np.ndarray:

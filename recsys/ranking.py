@@ -7,6 +7,7 @@ same scores, even for a model made mostly of ties such as `pop`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,7 +16,38 @@ import torch
 
 from recsys.errors import RecsysError
 
-SCORE_BUDGET = 2**24  # scores held at once (users x items), bounds memory on any catalogue
+MAX_BLOCK_SCORES = 2**28  # most scores (users x items) one block holds, whatever the memory
+MEMORY_SHARE = 0.25  # of the free memory that one block of scores and its work may take
+BYTES_PER_SCORE = 16  # a float score plus top-k, masking and metric work per score
+
+
+def block_rows(n_cols: int, device: str | torch.device = "cpu") -> int:
+    """Rows of a [rows, n_cols] block of scores that fit in MEMORY_SHARE of the free memory
+    of `device` (the GPU's free memory, or the host's available memory for the CPU), at most
+    MAX_BLOCK_SCORES scores and at least one row. Few large blocks keep an accelerator busy;
+    the bound keeps a block from exhausting memory on any catalogue."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = _available_host_memory()
+    scores = min(MAX_BLOCK_SCORES, int(free * MEMORY_SHARE) // BYTES_PER_SCORE)
+    return max(1, scores // max(n_cols, 1))
+
+
+def _available_host_memory() -> int:
+    """Bytes of host memory available (MemAvailable on Linux, else free pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**30
 
 
 def parse_ks(ks: int | str | Iterable[int]) -> list[int]:
@@ -36,30 +68,56 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     Ties go to the lower index, exactly, on any device; masked (-inf) entries come last. Costs
     one `torch.topk`; rows whose k-th score ties with the (k+1)-th (a tie group cut by k) pay
-    one more pass to pick the lowest indices of that group.
+    one more pass to pick the lowest indices of that group (and one host sync to find them).
     """
     rows, n = scores.shape
     k = min(k, n)
     if rows == 1 and k < n and scores.device.type == "cpu":  # a lone request: numpy is faster
         items, values = _top_k_row(scores[0].numpy(), k)
         return torch.from_numpy(items)[None], torch.from_numpy(values)[None]
-    if k < n:
-        values, items = torch.topk(scores, k + 1, dim=1)
-        kth = values[:, k - 1:k]
-        cut = (values[:, k] == kth[:, 0]).nonzero()[:, 0]  # a tie group straddles the cut
-        items = items[:, :k]
-        if len(cut):
-            sub, threshold = scores[cut], kth[cut]
-            n_above = (values[cut, :k] > threshold).sum(1, keepdim=True)
-            index = torch.arange(n, device=scores.device)
-            # the tied entries by ascending index: topk of -index over the tie group
-            tied = torch.topk(torch.where(sub == threshold, index, n), k, dim=1, largest=False).indices
-            slot = torch.arange(k, device=scores.device)
-            picked = tied.gather(1, (slot - n_above).clamp(min=0))
-            items = items.clone()
-            items[cut] = torch.where(slot < n_above, items[cut], picked)
-    else:
+    if k == n:
+        return _best_first(scores, torch.arange(n, device=scores.device).expand(rows, n))
+    values, items = torch.topk(scores, k + 1, dim=1)
+    cut = (values[:, k] == values[:, k - 1]).nonzero()[:, 0]  # a tie group straddles the cut
+    items = items[:, :k]
+    if len(cut):
+        items = items.clone()
+        items[cut] = _lowest_of_tie(scores[cut], values[cut, :k], items[cut])
+    return _best_first(scores, items)
+
+
+def top_k_unsure(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`top_k` without a host sync: (items, scores, unsure), where `unsure` [rows] marks the
+    rows whose k-th score ties with an item left out. The tie rule holds for every other row;
+    an unsure row may hold other members of the cut tie group, so rank it again with `top_k`
+    (a batch finds all unsure rows with one sync at its end)."""
+    rows, n = scores.shape
+    k = min(k, n)
+    if k == n:
         items = torch.arange(n, device=scores.device).expand(rows, n)
+        return (*_best_first(scores, items), torch.zeros(rows, dtype=torch.bool, device=scores.device))
+    values, items = torch.topk(scores, k + 1, dim=1)
+    return (*_best_first(scores, items[:, :k]), values[:, k] == values[:, k - 1])
+
+
+def _lowest_of_tie(scores: torch.Tensor, values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The top k items of rows whose k-th value (`values` and `items`: their k best, best
+    first) ties with an item beyond: the items above it, then the lowest indices of its tie
+    group."""
+    n, k = scores.shape[1], items.shape[1]
+    threshold = values[:, k - 1:k]
+    n_above = (values > threshold).sum(1, keepdim=True)
+    index = torch.arange(n, device=scores.device)
+    # the tied entries by ascending index: topk of -index over the tie group
+    tied = torch.topk(torch.where(scores == threshold, index, n), k, dim=1, largest=False).indices
+    slot = torch.arange(k, device=scores.device)
+    picked = tied.gather(1, (slot - n_above).clamp(min=0))
+    return torch.where(slot < n_above, items, picked)
+
+
+def _best_first(scores: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`items` (a row's chosen indices) ordered by score, ties by ascending index, and their
+    scores."""
     items = items.sort(1).values  # ascending index, then a stable sort by score
     values = scores.gather(1, items)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices

@@ -99,11 +99,14 @@ def brute_force(scores, train, test, k, head):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_reference(seed):
+@pytest.mark.parametrize(("seed", "levels"), [(0, 0), (1, 0), (2, 0), (3, 3), (4, 2)])
+def test_matches_brute_force_reference(seed, levels, monkeypatch):
     rng = np.random.default_rng(seed)
     n_users, n_items, k = 60, 40, 7
     scores = rng.random((n_users, n_items))
+    if levels:  # mostly ties, cut by k in most rows; blocks of 8 users
+        scores = rng.integers(0, levels, (n_users, n_items)).astype(float)
+        monkeypatch.setattr("recsys.ranking.MAX_BLOCK_SCORES", 8 * n_items)
     train = rng.random((n_users, n_items)) < 0.15
     test = (rng.random((n_users, n_items)) < 0.1) & ~train
     pop = train.sum(0)
@@ -119,7 +122,7 @@ def test_small_batches_give_the_same_result(monkeypatch):
     scores = rng.random((30, 20))
     train, test = interactions(rng.random((30, 20)) < 0.2), interactions(rng.random((30, 20)) < 0.2)
     full = evaluate(FixedScores(scores), test, train=train, k=[5, 10])
-    monkeypatch.setattr("recsys.evaluate.evaluator.SCORE_BUDGET", 40)  # 2 users per batch
+    monkeypatch.setattr("recsys.ranking.MAX_BLOCK_SCORES", 40)  # 2 users per batch
     batched = evaluate(FixedScores(scores), test, train=train, k=[5, 10])
     assert batched == pytest.approx(full)
 

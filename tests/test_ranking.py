@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from recsys.ranking import mask_rows, top_k
+from recsys.ranking import block_rows, mask_rows, top_k, top_k_unsure
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))]
@@ -31,6 +31,33 @@ def test_top_k_matches_the_reference_on_tied_and_masked_scores(device):
             expected = reference(scores[r], k)
             assert items[r].cpu().tolist() == expected.tolist()
             assert values[r].cpu().tolist() == scores[r, expected].tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_top_k_unsure_flags_exactly_the_rows_cut_inside_a_tie_group(device):
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        rows, n = rng.integers(1, 6), rng.integers(1, 40)
+        k = int(rng.integers(1, 45))
+        scores = rng.integers(-3, 4, (rows, n)).astype(np.float32)
+        scores[rng.random((rows, n)) < 0.2] = -np.inf
+        items, values, unsure = top_k_unsure(torch.from_numpy(scores).to(device), k)
+        assert items.shape == (rows, min(k, n)) and unsure.shape == (rows,)
+        for r in range(rows):
+            ordered = np.sort(scores[r])[::-1]
+            cut = k < n and ordered[k] == ordered[k - 1]
+            assert bool(unsure[r]) == cut
+            if not cut:  # every other row already follows the rule
+                assert items[r].cpu().tolist() == reference(scores[r], k).tolist()
+            # the scores are right and best first either way
+            assert values[r].cpu().tolist() == ordered[:min(k, n)].tolist()
+
+
+def test_block_rows_follow_the_memory_cap(monkeypatch):
+    monkeypatch.setattr("recsys.ranking.MAX_BLOCK_SCORES", 1000)
+    assert block_rows(10) == 100 and block_rows(3000) == 1 and block_rows(0) == 1000
+    monkeypatch.setattr("recsys.ranking._available_host_memory", lambda: 16 * 4 * 500)
+    assert block_rows(10) == 50  # a quarter of the memory at 16 bytes per score
 
 
 @pytest.mark.parametrize("device", DEVICES)

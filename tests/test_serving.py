@@ -66,7 +66,7 @@ def test_engine_top_k_matches_the_model(engine, als, small_data, monkeypatch):
     users = small_data.user_map.ids[:25].tolist()
     got = [r.item_ids for r in engine.recommend_many(users, K)]
     assert got == expected_top(als, small_data, users, K)
-    monkeypatch.setattr("recsys.inference.SCORE_BUDGET", 2 * small_data.n_items)  # blocks of 2 users
+    monkeypatch.setattr("recsys.ranking.MAX_BLOCK_SCORES", 2 * small_data.n_items)  # blocks of 2 users
     mixed = engine.recommend_many([*users[:5], "nobody"], K)
     assert [r.item_ids for r in mixed[:5]] == got[:5] and mixed[5].fallback
     one = engine.recommend(users[0], K)

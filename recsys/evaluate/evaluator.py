@@ -13,7 +13,7 @@ from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.inference import Ranker
-from recsys.ranking import SCORE_BUDGET, contains, pair_keys, parse_ks
+from recsys.ranking import block_rows, contains, pair_keys, parse_ks
 
 SLICE_METRICS = ("recall", "ndcg")
 
@@ -50,60 +50,87 @@ def evaluate(
     users = candidates[test.user_degree[candidates] > 0]
     if len(users) == 0:
         raise RecsysError("no test user has a test item known to the model: nothing to evaluate")
-    n_items, kmax = test.n_items, max(ks)
+    ranker = Ranker(model, train, n_items=test.n_items)
+    items, valid = _rank_all(ranker, users, max(ks), progress)
+    result = _metrics(items, valid, users, test, train, ks, metrics, head_frac)
+    result["users"] = len(users)
+    result["users_skipped"] = int(len(candidates) - len(users))
+    result["test_pairs_in_train"] = in_train
+    return result
+
+
+def _rank_all(ranker: Ranker, users: np.ndarray, k: int, progress: bool
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k item indices [len(users), k] and whether each is a real candidate (not masked,
+    not padding past the catalogue), on the scoring device. Blocks are queued without waiting
+    for the device; the rows whose cut fell inside a tie group are ranked again at the end
+    (one host sync), so every row follows the tie rule."""
+    step = block_rows(ranker.n_items, ranker.device)
+    tops, valids, unsure = [], [], []
+    starts = range(0, len(users), step)
+    for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        top, values, doubt = ranker.top_known(users[start:start + step], k)
+        tops.append(top)
+        valids.append(torch.isfinite(values))
+        unsure.append(doubt)
+    items, valid, unsure = torch.cat(tops), torch.cat(valids), torch.cat(unsure)
+    redo = unsure.nonzero()[:, 0]
+    if len(redo):
+        top, values = ranker.top_items(users[redo.cpu().numpy()], k)
+        items[redo] = torch.from_numpy(top).to(items.device)
+        valid[redo] = torch.from_numpy(np.isfinite(values)).to(items.device)
+    if items.shape[1] < k:  # catalogue smaller than K: pad with misses
+        pad = k - items.shape[1]
+        items = torch.nn.functional.pad(items, (0, pad))
+        valid = torch.nn.functional.pad(valid, (0, pad))
+    return items, valid
+
+
+def _metrics(items: torch.Tensor, valid: torch.Tensor, users: np.ndarray, test: Interactions,
+             train: Interactions | None, ks: list[int], metrics: Mapping, head_frac: float
+             ) -> dict[str, float]:
+    """The metrics of the ranked lists `items` [len(users), K] (see `evaluate`), computed on
+    their device with one transfer of the totals at the end."""
+    device, n_items = items.device, test.n_items
     popularity = torch.from_numpy(train.item_popularity if train is not None else test.item_popularity)
     n_head = int(np.ceil(head_frac * n_items))
     is_head = torch.zeros(n_items, dtype=torch.bool)
     is_head[torch.argsort(-popularity, stable=True)[:n_head]] = True
-    slices = {"head": is_head, "tail": ~is_head}
-
-    groups = ("all", *slices)
-    sums: dict[str, dict[str, float]] = {g: {} for g in groups}
-    counts = dict.fromkeys(groups, 0)
-    recommended = {kk: torch.zeros(n_items, dtype=torch.bool) for kk in ks}
+    popularity, is_head = popularity.to(device, torch.float64), is_head.to(device)
+    user_t = torch.from_numpy(users).to(device)
+    hits = contains(pair_keys(test.matrix).to(device), user_t[:, None] * n_items + items) & valid
+    rows, cols = (torch.from_numpy(a).to(device) for a in test.coo)
+    n_rel = torch.from_numpy(test.user_degree).to(device)
+    head_rel = torch.bincount(rows[is_head[cols]], minlength=test.n_users)
+    slices = {"head": (is_head, head_rel), "tail": (~is_head, n_rel - head_rel)}
     slice_metrics = {n: metrics[n] for n in SLICE_METRICS if n in metrics}
-    slice_matrix = torch.stack(list(slices.values()), 1).numpy().astype(np.float32)
-    test_keys = pair_keys(test.matrix)
-    ranker = Ranker(model, train, n_items=n_items)
-    batch = max(1, SCORE_BUDGET // max(n_items, 1))
-    starts = range(0, len(users), batch)
-    for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
-        batch_users = users[start:start + batch]
-        items, values = ranker.top_items(batch_users, kmax)
-        items, valid = torch.from_numpy(items), torch.from_numpy(np.isfinite(values))
-        if items.shape[1] < kmax:  # catalogue smaller than K: pad with misses
-            pad = kmax - items.shape[1]
-            items = torch.cat([items, torch.zeros(len(items), pad, dtype=items.dtype)], 1)
-            valid = torch.cat([valid, torch.zeros(len(items), pad, dtype=torch.bool)], 1)
-        user_t = torch.from_numpy(batch_users)
-        hits = contains(test_keys, user_t[:, None] * n_items + items) & valid
-        n_rel = torch.from_numpy(test.user_degree[batch_users])
-        counts["all"] += len(batch_users)
-        _accumulate(sums["all"], hits, n_rel, ks, metrics)
-        pattern = test.matrix[batch_users]
-        pattern.data = np.ones_like(pattern.data)  # stored pairs count, whatever their weight
-        per_slice = torch.from_numpy(pattern @ slice_matrix).long()
-        for col, (name, in_slice) in enumerate(slices.items()):
-            keep = per_slice[:, col] > 0
-            counts[name] += int(keep.sum())
-            slice_hits = hits[keep] & in_slice[items[keep]]
-            _accumulate(sums[name], slice_hits, per_slice[keep, col], ks, slice_metrics)
-        for kk in ks:
-            top, ok = items[:, :kk], valid[:, :kk]
-            recommended[kk][top[ok]] = True
-            n_valid = ok.sum(1).clamp(min=1)
-            pop = torch.where(ok, popularity[top].double(), 0.0)
-            _add(sums["all"], f"avg_popularity@{kk}", (pop.sum(1) / n_valid).sum())
-            _add(sums["all"], f"tail_share@{kk}", ((ok & ~is_head[top]).sum(1) / n_valid).sum())
 
-    # a slice no test user has items in has no metric (rather than a NaN)
-    result = {(key if g == "all" else f"{g}_{key}"): total / counts[g]
-              for g in groups if counts[g] for key, total in sums[g].items()}
+    totals: dict[str, tuple[str, torch.Tensor]] = {}  # key -> (user group, sum over it)
+    counts = {"all": torch.tensor(len(users), device=device)}
+    _accumulate(totals, "all", hits, n_rel[user_t], None, ks, metrics)
+    times = {}
     for kk in ks:
-        result[f"coverage@{kk}"] = float(recommended[kk].sum()) / n_items
-    result["users"] = counts["all"]
-    result["users_skipped"] = int(len(candidates) - len(users))
-    result["test_pairs_in_train"] = in_train
+        top, ok = items[:, :kk], valid[:, :kk]
+        n_valid = ok.sum(1).clamp(min=1)
+        pop = torch.where(ok, popularity[top], 0.0)
+        totals[f"avg_popularity@{kk}"] = ("all", (pop.sum(1) / n_valid).sum())
+        totals[f"tail_share@{kk}"] = ("all", ((ok & ~is_head[top]).sum(1) / n_valid).sum())
+        times[kk] = torch.zeros(n_items, device=device).index_add_(0, top.flatten(), ok.flatten().float())
+    for name, (in_slice, per_user) in slices.items():
+        n_slice = per_user[user_t]
+        keep = n_slice > 0
+        counts[name] = keep.sum()
+        _accumulate(totals, name, hits & in_slice[items], n_slice.clamp(min=1), keep, ks,
+                    slice_metrics)
+    coverage = [(t > 0).sum() for t in times.values()]
+    flat = [t for _, t in totals.values()] + list(counts.values()) + coverage
+    values = torch.stack([t.double() for t in flat]).tolist()  # the one transfer
+    sums = dict(zip(totals, values, strict=False))
+    n = dict(zip(counts, values[len(totals):], strict=False))
+    # a slice no test user has items in has no metric (rather than a NaN)
+    result = {key: sums[key] / n[group] for key, (group, _) in totals.items() if n[group]}
+    for kk, covered in zip(ks, values[len(totals) + len(counts):], strict=True):
+        result[f"coverage@{kk}"] = covered / n_items
     return result
 
 
@@ -119,13 +146,14 @@ def drop_training_pairs(test: Interactions, train: Interactions | None) -> tuple
     return test.with_pairs(rows, cols, ~in_train), int(in_train.sum())
 
 
-def _add(sums: dict, key: str, value) -> None:
-    sums[key] = sums.get(key, 0.0) + float(value)
-
-
-def _accumulate(sums, hits, n_rel, ks, metrics) -> None:
-    if len(hits) == 0:
-        return
+def _accumulate(totals: dict, group: str, hits: torch.Tensor, n_rel: torch.Tensor,
+                keep: torch.Tensor | None, ks: list[int], metrics: Mapping) -> None:
+    """Each metric@k summed over the users (those in `keep`, when given) into `totals`, named
+    `group_metric@k` for a slice."""
+    prefix = "" if group == "all" else f"{group}_"
     for kk in ks:
         for name, fn in metrics.items():
-            _add(sums, f"{name}@{kk}", fn(hits[:, :kk], n_rel).sum())
+            value = fn(hits[:, :kk], n_rel)
+            if keep is not None:
+                value = torch.where(keep, value, 0.0)
+            totals[f"{prefix}{name}@{kk}"] = (group, value.sum())

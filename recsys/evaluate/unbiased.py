@@ -27,7 +27,7 @@ from recsys.data.simulate import CandidateSet, Simulation
 from recsys.errors import RecsysError
 from recsys.evaluate.evaluator import Scorer
 from recsys.inference import Ranker
-from recsys.ranking import SCORE_BUDGET, parse_ks
+from recsys.ranking import block_rows, parse_ks
 
 
 def _discount(ranks: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def _pair_scores(model: Scorer, users: np.ndarray, items: np.ndarray, n_items: i
     """model scores of aligned (user, item) pairs, scoring users in memory-bounded batches."""
     out = np.empty(len(users), dtype=np.float64)
     uniq, inverse = np.unique(users, return_inverse=True)
-    batch = max(1, SCORE_BUDGET // max(n_items, 1))
+    batch = block_rows(n_items, Ranker(model).device)
     for start in range(0, len(uniq), batch):
         block = uniq[start:start + batch]
         rows = model.score(block).float().cpu().numpy()

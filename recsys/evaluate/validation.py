@@ -16,7 +16,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
 from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
-from recsys.ranking import SCORE_BUDGET, pair_keys, top_k
+from recsys.ranking import block_rows, pair_keys, top_k
 
 
 class Validator:
@@ -42,7 +42,7 @@ class Validator:
             if (theta <= 0).any():
                 raise RecsysError("a validation click has propensity 0: clip the propensities")
             self.weights = (1 / theta).to(device)
-        block = max(1, SCORE_BUDGET // max(self.n_items, 1))
+        block = block_rows(self.n_items, device)
         self.blocks = []
         seen = train.matrix[users]
         for start in range(0, len(users), block):

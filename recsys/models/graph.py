@@ -28,6 +28,7 @@ from recsys.data.sampling import PairSampler
 from recsys.losses import bpr_loss, distinct, info_nce
 from recsys.models.base import register, register_preset
 from recsys.models.params import Fraction, NonNegative, Positive
+from recsys.models.sparse import SparseTables
 from recsys.models.torch_model import TorchRecommender
 from recsys.nn.graph import LightGCN
 
@@ -36,7 +37,7 @@ Augment = Literal["none", "sgl", "simgcl", "xsimgcl"]
 
 @register("lightgcn")
 @dataclass(eq=False, repr=False, kw_only=True)
-class LightGCNRecommender(TorchRecommender):
+class LightGCNRecommender(SparseTables, TorchRecommender):
     """LightGCN (He et al., SIGIR'20): `layers` rounds of propagation e <- D^-1/2 A D^-1/2 e
     over the user-item graph, the mean of the layers as the embedding, dot-product scores;
     BPR loss plus `reg` * ||batch ego embeddings||^2 / 2 per pair.
@@ -50,7 +51,9 @@ class LightGCNRecommender(TorchRecommender):
     - `xsimgcl` (Yu et al., TKDE'23): one noisy pass for BPR, its readout contrasted with
       the output of layer `cl_layer`.
     `ego_in_readout=False` leaves layer 0 out of the mean (as SimGCL and XSimGCL do).
-    The loss parts bpr, reg and ssl are logged apart.
+    The loss parts bpr, reg and ssl are logged apart. `density` < 1 trains the ego table
+    sparse (dynamic sparse learning, `SparseTables`, as the DSL paper does for LightGCN); the
+    exported readout mixes every node's neighbourhood and is dense.
     """
 
     factors: Positive[int] = 64

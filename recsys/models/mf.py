@@ -15,6 +15,7 @@ from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
 from recsys.models.base import register, register_preset
 from recsys.models.params import NonNegative, Positive, Probability
 from recsys.models.space import Float, Int
+from recsys.models.sparse import SparseTables
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 from recsys.train import StepFunctions
 
@@ -36,7 +37,7 @@ class Embeddings(nn.Module):
 
 @register("mf")
 @dataclass(eq=False, repr=False, kw_only=True)
-class MF(TorchRecommender):
+class MF(SparseTables, TorchRecommender):
     """Matrix factorisation with a pluggable loss, trained by the shared template.
 
     Losses: `bpr` (pairwise, negatives avoid the user's positives); `ubpr` (unbiased BPR,
@@ -48,6 +49,7 @@ class MF(TorchRecommender):
     1 - 1/theta < 0 on -log(1 - s) rewards s -> 1 without bound, unless `beta` clamps each
     pair's loss at -beta (the relmf preset does); the squared loss is bounded by itself (the
     official Rel-MF code uses it). `reg` is an L2 penalty on the batch's embeddings.
+    `density` < 1 trains both tables sparse (dynamic sparse learning, `SparseTables`).
     Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta); the
     unbiased losses select their epoch on SNIPS recall.
     """
@@ -88,15 +90,26 @@ class MF(TorchRecommender):
 
     def train_step(self) -> StepFunctions:
         # MF's `loss` names the loss function (a parameter), so the step is a separate object
-        return StepFunctions(lambda epoch: self.sampler_, self._batch_loss)
+        return StepFunctions(self._batches, self._batch_loss)
+
+    def _batches(self, epoch: int):
+        """Pairwise: (users, clicked items, sampled items); pointwise: (users, clicked items,
+        users and items of as many unobserved cells), drawn with the batch so that data-parallel
+        ranks share them out like the rest of the batch."""
+        if self.loss in PAIRWISE:
+            return self.sampler_
+        return ((users, pos, *self.sampler_.unobserved(len(users)))
+                for users, pos, _ in self.sampler_)
 
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module_.users.weight, self.module_.items.weight
 
-    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None):
-        """The loss of one batch (users, clicked items, sampled items) under `self.loss`."""
+    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, *drawn: torch.Tensor):
+        """The loss of one batch (users, clicked items, then the sampled items, or the users
+        and items of unobserved cells) under `self.loss`."""
         module, sampler, propensity = self.module_, self.sampler_, self.propensity_
         if self.loss in PAIRWISE:
+            (neg,) = drawn
             u, i, j = module.users(users), module.items(pos), module.items(neg)
             if self.loss == "bpr":
                 per_pair = bpr_loss(_dot(u, i), _dot(u, j))
@@ -105,7 +118,7 @@ class MF(TorchRecommender):
                                      sampler.is_positive(users, neg).float(),
                                      propensity(users, neg), beta=self.beta)
             return per_pair.mean() + self.reg * _l2(u, i, j)
-        nu, ni = sampler.unobserved(len(users))
+        nu, ni = drawn
         all_users, all_items = torch.cat([users, nu]), torch.cat([pos, ni])
         clicks = torch.cat([torch.ones_like(users), torch.zeros_like(nu)]).float()
         u, i = module.users(all_users), module.items(all_items)

@@ -32,6 +32,7 @@ Positive = Annotated[T, Gt(0)]
 NonNegative = Annotated[T, Ge(0)]
 Fraction = Annotated[float, Ge(0), Lt(1)]  # a share of something, 0 <= x < 1
 Probability = Annotated[float, Ge(0), Le(1)]
+Share = Annotated[float, Gt(0), Le(1)]  # a non-empty share, 0 < x <= 1 (e.g. weights kept)
 
 _NONE_WORDS = ("none", "null")
 # NaN and infinity are never a sensible hyperparameter: refuse them for every float

@@ -4,7 +4,11 @@ Format 2 (written now):
     config.json          model name, format, params, fit info, and `files`: the size and
                          SHA-256 of every other file, checked at load
     users.json, items.json   the id maps
-    weights.safetensors  tensors from `_state()`; its metadata names the model
+    weights.safetensors  tensors from `_state()`; its metadata names the model. A 2-D float
+                         tensor whose CSR form is smaller (e.g. the factors of a model
+                         trained at `density` < 1) is stored as NAME.crow_indices,
+                         NAME.col_indices (int16 when it fits) and NAME.values, its shape in
+                         the metadata entry `sparse`; loading makes it dense again
     extras.json          JSON state from `_extras()` (vocabularies, level names, encoder identity)
     features/NAME/       feature tables the model keeps (`features_`), see FeatureTable.save
     seen.npz             optional: the users' seen items (usually the training matrix)
@@ -60,11 +64,13 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
     if seen is not None:
         _check_seen_shape(seen.matrix.shape, model, "the seen items")
     state = {k: v.detach().cpu().contiguous() for k, v in model._state().items()}
+    tensors, shapes = pack_sparse(state)
     extras = model._extras()
     with atomic_dir(path, marker=CONFIG) as tmp:
         model.user_map_.save(tmp / USERS)
         model.item_map_.save(tmp / ITEMS)
-        save_file(state, str(tmp / WEIGHTS), metadata={"model": model.name})
+        metadata = {"model": model.name, **({"sparse": json.dumps(shapes)} if shapes else {})}
+        save_file(tensors, str(tmp / WEIGHTS), metadata=metadata)
         (tmp / EXTRAS).write_text(json.dumps(extras))
         for name, table in getattr(model, "features_", {}).items():
             table.save(tmp / FEATURES / name)
@@ -73,6 +79,70 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
         config = {"model": model.name, "format": FORMAT_VERSION, "params": model.get_params(),
                   "fit_info": getattr(model, "fit_info_", {}), "files": _manifest(tmp)}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
+
+
+def pack_sparse(state: dict[str, torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """(tensors to write, {name: shape} of those written as CSR): each 2-D floating tensor
+    whose CSR form (int16 column indices below 32768 columns, int32 row pointers) takes fewer
+    bytes than the dense one becomes three tensors NAME.crow_indices, NAME.col_indices and
+    NAME.values; the rest are kept as they are."""
+    tensors, shapes = {}, {}
+    for name, tensor in state.items():
+        if tensor.ndim != 2 or not tensor.is_floating_point():
+            tensors[name] = tensor
+            continue
+        rows, cols = tensor.shape
+        nnz = int(torch.count_nonzero(tensor))
+        col_type = torch.int16 if cols <= torch.iinfo(torch.int16).max else torch.int32
+        row_type = torch.int32 if nnz <= torch.iinfo(torch.int32).max else torch.int64
+        sparse_bytes = (nnz * (tensor.element_size() + col_type.itemsize)
+                        + (rows + 1) * row_type.itemsize)
+        if sparse_bytes >= tensor.numel() * tensor.element_size():
+            tensors[name] = tensor
+            continue
+        row, col = torch.nonzero(tensor, as_tuple=True)  # row-major order, as CSR stores
+        crow = torch.zeros(rows + 1, dtype=torch.int64)
+        crow[1:] = torch.cumsum(torch.bincount(row, minlength=rows), 0)
+        tensors[f"{name}.crow_indices"] = crow.to(row_type)
+        tensors[f"{name}.col_indices"] = col.to(col_type)
+        tensors[f"{name}.values"] = tensor[row, col]
+        shapes[name] = [rows, cols]
+    return tensors, shapes
+
+
+def unpack_sparse(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], file: Path
+                  ) -> dict[str, torch.Tensor]:
+    """The state `pack_sparse` wrote, every tensor dense (densified once, at load: scoring,
+    exclusion, fold-in and the server all work on dense factors; bench/RESULTS.md, "dsl").
+    Raises RecsysError naming `file` for parts that are missing or do not form a CSR matrix."""
+    state = dict(tensors)
+    for name, shape in shapes.items():
+        parts = [f"{name}.{part}" for part in ("crow_indices", "col_indices", "values")]
+        missing = [p for p in parts if p not in state]
+        if missing:
+            raise RecsysError(f"{file}: sparse tensor {name!r} lacks {', '.join(missing)}")
+        crow, col, values = (state.pop(p) for p in parts)
+        state[name] = _dense(crow.long(), col.long(), values, shape,
+                             f"{file}: sparse tensor {name!r}")
+    return state
+
+
+def _dense(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int],
+           what: str) -> torch.Tensor:
+    """The dense [rows, cols] matrix of CSR parts, after checking that they form one."""
+    if (not isinstance(shape, list) or len(shape) != 2 or crow.ndim != 1 or col.ndim != 1
+            or values.ndim != 1 or not values.is_floating_point()):
+        raise RecsysError(f"{what}: parts of the wrong kind for a CSR matrix of shape {shape}")
+    rows, cols = shape
+    if (len(crow) != rows + 1 or int(crow[0]) != 0 or int(crow[-1]) != len(col)
+            or len(col) != len(values) or bool((crow[1:] < crow[:-1]).any())
+            or (len(col) and (int(col.min()) < 0 or int(col.max()) >= cols))):
+        raise RecsysError(f"{what}: row pointers or column indices do not form a CSR matrix "
+                          f"of shape {rows} x {cols} with {len(values)} values")
+    dense = torch.zeros(rows, cols, dtype=values.dtype)
+    dense[torch.repeat_interleave(torch.arange(rows), crow.diff()), col] = values
+    return dense
 
 
 def save_seen(path: str | Path, seen: Interactions) -> None:
@@ -209,14 +279,19 @@ def _read_weights(file: Path, config: dict) -> dict[str, torch.Tensor]:
         raise RecsysError(f"{file}: missing")
     try:
         with safe_open(str(file), framework="pt") as fh:
-            saved_by = (fh.metadata() or {}).get("model")
+            metadata = fh.metadata() or {}
             state = {name: fh.get_tensor(name) for name in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise RecsysError(f"{file}: not a readable safetensors file ({_reason(exc)})") from exc
+    saved_by = metadata.get("model")
     if config["format"] >= 2 and saved_by != config["model"]:
         raise RecsysError(f"{file.parent / CONFIG}: names model {config['model']!r} but "
                           f"{WEIGHTS} was saved by model {saved_by!r}")
-    return state
+    try:
+        shapes = json.loads(metadata.get("sparse", "{}"))
+    except json.JSONDecodeError as exc:
+        raise RecsysError(f"{file}: unreadable 'sparse' metadata ({_reason(exc)})") from exc
+    return unpack_sparse(state, shapes, file)
 
 
 def _check_rows(path: Path, model: BaseRecommender, state: dict[str, torch.Tensor]) -> None:
