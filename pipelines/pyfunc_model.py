@@ -1,8 +1,10 @@
 """The MLflow pyfunc wrapper of a recsys model, logged as code (MLflow "models from code"),
 so that neither the wrapper nor the weights are pickled.
 
-Input: a frame with a `user_id` column and an optional `history` column (a list of item ids per
-row, read for users the model does not know: they are folded in when the model can). Params:
+Input: a frame with a `user_id` column, an optional `history` column (a list of item ids per
+row) and, for a model that encodes new users from features, optional columns named after its
+user features (one value per row, as in a `--user-features` file); history and features are
+read for users the model does not know: they are folded in when the model can. Params:
 `k` (items per user), `filter_seen` (exclude the user's training items, or a new user's
 history) and `output`: "rows" gives rows user_id, item_id, score, rank, fallback, folded_in;
 "lists" gives one row per input user with `item_ids` and `scores` lists, the shape
@@ -18,6 +20,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from recsys.data.request_features import check_frame
 from recsys.inference import Ranker, history_matrix
 from recsys.models.base import load_model, load_seen
 
@@ -39,11 +42,15 @@ class RecsysModel(PythonModel):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         ids = model_input["user_id"].to_numpy()
-        history = None
+        history = features = None
         if "history" in model_input.columns:
             history, _ = history_matrix(model_input["history"].tolist(), self.model.item_map_)
+        columns = [c for c in model_input.columns if c not in ("user_id", "history")]
+        if columns:
+            features = model_input[columns].reset_index(drop=True)
+            check_frame(self.ranker.user_features, features, "input features")
         ranked = self.ranker.recommend(self.model.user_map_.index_of(ids), k, history=history,
-                                       exclude_seen=filter_seen)
+                                       features=features, exclude_seen=filter_seen)
         table = _lists if output == "lists" else _rows
         return table(ids, self.model.item_map_.to_ids(ranked.items), ranked.scores,
                      ranked.fallback, ranked.folded_in)

@@ -194,9 +194,8 @@ class Ranker:
         vectors = None
         if folded.any():
             rows = np.flatnonzero(folded)
-            vectors = self.encoder.user_vectors(
-                features=None if features is None else self._encode_features(features.iloc[rows]),
-                history=None if history is None else history[rows])
+            vectors = self._vectors(None if features is None else features.iloc[rows],
+                                    None if history is None else history[rows])
         fallback = (users < 0) & ~folded
         if fallback.any() and self.popularity is None:
             raise RecsysError("users unknown to the model need seen items for the popularity fallback")
@@ -269,14 +268,34 @@ class Ranker:
             can |= features.notna().any(axis=1).to_numpy()
         return can & (users < 0)
 
+    @cached_property
+    def user_features(self) -> FeatureTable:
+        """The user features (columns, vocabularies) the model encodes new users from; a
+        RecsysError saying why for a model that does not."""
+        name = getattr(self.model, "name", type(self.model).__name__)
+        if self.encoder is None or "features" not in self.encoder.new_user_inputs:
+            reads = " and ".join(getattr(self.encoder, "new_user_inputs", ())) or "nothing"
+            raise RecsysError(f"{name} model does not answer new users from features (it reads "
+                              f"{reads} for them)")
+        table = getattr(self.model, "features_", {}).get("user_features")
+        if table is None:
+            raise RecsysError(f"{name} model was trained without user features")
+        return table
+
+    def _vectors(self, features: pd.DataFrame | None, history: sp.csr_matrix | None) -> torch.Tensor:
+        """The encoder's vectors of new users from what it reads of their inputs."""
+        inputs = self.encoder.new_user_inputs
+        return self.encoder.user_vectors(
+            features=self._encode_features(features) if features is not None
+            and "features" in inputs else None,
+            history=history if "history" in inputs else None)
+
     def _encode_features(self, frame: pd.DataFrame) -> FeatureTable:
         """Raw user feature columns (one row per new user) encoded with the vocabularies and
         statistics the model learned, rows in order."""
-        table = getattr(self.model, "features_", {}).get("user_features")
-        if table is None:
-            raise RecsysError(f"{self.model.name} model was trained without user features")
         rows = frame.reset_index(drop=True).assign(**{_ROW: np.arange(len(frame))})
-        return table.encode(rows, _ROW, ids=IdMap(np.arange(len(frame))), source="user features")
+        return self.user_features.encode(rows, _ROW, ids=IdMap(np.arange(len(frame))),
+                                         source="user features")
 
     def _scores(self, users: np.ndarray, folded: np.ndarray, vectors: torch.Tensor | None,
                 vector_row: np.ndarray, items: np.ndarray | None) -> torch.Tensor:
@@ -395,7 +414,7 @@ class Ranker:
         folded = self._foldable(users, history, features)
         vectors = None
         if folded.any():
-            vectors = self.encoder.user_vectors(features=features, history=history)
+            vectors = self._vectors(features, history)
         fallback = bool(users[0] < 0 and not folded[0])
         if fallback and self.popularity is None:
             raise RecsysError("users unknown to the model need seen items for the popularity fallback")

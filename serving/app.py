@@ -108,50 +108,61 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return [{"item_id": i, "score": s, "rank": r}
                 for r, (i, s) in enumerate(zip(ranked.item_ids, ranked.scores, strict=True), start=1)]
 
-    def recommendation(user_id, ranked: Ranked) -> dict:
+    def recommendation(user_id, ranked: Ranked, unknown_features: dict | None = None) -> dict:
         if ranked.fallback:
             metrics.fallbacks.inc()
         return {"user_id": user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
-                "items": ranked_items(ranked), "unknown_item_ids": ranked.unknown_item_ids}
+                "items": ranked_items(ranked), "unknown_item_ids": ranked.unknown_item_ids,
+                "unknown_feature_values": unknown_features or {}}
 
     @app.post("/recommend", response_model=schemas.RecommendResponse)
     async def recommend(body: schemas.RecommendRequest, engine: ServedEngine):
         """Top-k items for one user. A user the model does not know is answered from `history`
-        when given (`folded_in`), else with the most popular items (`fallback`)."""
+        and/or `features` when given and the model can (`folded_in`), else with the most
+        popular items (`fallback`)."""
         check(body, history=len(body.history or ()))
+        features, unknown = engine.features(body.features)
         if body.item_ids is None and not body.exclude_item_ids and not body.filters:
-            ranked = await batcher.recommend(engine, Query(body.user_id, history=body.history,
-                                                           k=body.k, exclude_seen=body.exclude_seen))
+            ranked = await batcher.recommend(engine, Query(
+                body.user_id, history=body.history, features=features, k=body.k,
+                exclude_seen=body.exclude_seen))
         else:
             ranked = engine.recommend(body.user_id, body.k, exclude_seen=body.exclude_seen,
-                                      history=body.history, item_ids=body.item_ids,
+                                      history=body.history, features=features,
+                                      item_ids=body.item_ids,
                                       exclude_item_ids=body.exclude_item_ids, filters=body.filters)
-        return {**recommendation(body.user_id, ranked), "model_version": engine.version}
+        return {**recommendation(body.user_id, ranked, unknown), "model_version": engine.version}
 
     @app.post("/recommend/batch", response_model=schemas.BatchRecommendResponse)
     def recommend_batch(body: schemas.BatchRecommendRequest, engine: ServedEngine):
         """Top-k items for several users (run off the event loop: it may take a while)."""
         check(body, users=len(body.user_ids),
               history=sum(len(items) for items in (body.history or {}).values()))
+        checked = {user: engine.features(values, f"features.{user}")
+                   for user, values in (body.features or {}).items()}
         ranked = engine.recommend_many(body.user_ids, body.k, exclude_seen=body.exclude_seen,
-                                       history=body.history, item_ids=body.item_ids,
+                                       history=body.history,
+                                       features={u: row for u, (row, _) in checked.items()},
+                                       item_ids=body.item_ids,
                                        exclude_item_ids=body.exclude_item_ids, filters=body.filters)
         return {"model_version": engine.version,
-                "results": [recommendation(u, r) for u, r in zip(body.user_ids, ranked, strict=True)]}
+                "results": [recommendation(u, r, checked.get(str(u), (None, {}))[1])
+                            for u, r in zip(body.user_ids, ranked, strict=True)]}
 
     @app.post("/score", response_model=schemas.ScoreResponse)
     async def score(body: schemas.ScoreRequest, engine: ServedEngine):
         """The model's scores of the given items for a user, in request order."""
         within("item_ids", len(body.item_ids), "max_item_ids")
         within("history", len(body.history or ()), "max_item_ids")
-        ranked = engine.score(body.user_id, body.item_ids, history=body.history)
+        features, unknown = engine.features(body.features)
+        ranked = engine.score(body.user_id, body.item_ids, history=body.history, features=features)
         if ranked.fallback:
             metrics.fallbacks.inc()
         pairs = zip(ranked.item_ids, ranked.scores, strict=True)
         return {"user_id": body.user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
                 "model_version": engine.version,
                 "scores": [{"item_id": i, "score": s} for i, s in pairs],
-                "unknown_item_ids": ranked.unknown_item_ids}
+                "unknown_item_ids": ranked.unknown_item_ids, "unknown_feature_values": unknown}
 
     @app.get("/similar/{item_id}", response_model=schemas.SimilarResponse)
     async def similar(item_id: str, engine: ServedEngine, k: int = 10):
