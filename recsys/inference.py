@@ -237,14 +237,17 @@ class Ranker:
     def _mask_seen(self, scores: torch.Tensor, users: np.ndarray) -> None:
         """Set the seen items of `users` (one per score row) to -inf on the scores' device: the
         row offsets come from the host's CSR pointers (O(rows)), the items from a copy of the
-        CSR indices kept on that device."""
+        CSR indices kept on an accelerator."""
+        device = scores.device
+        if device.type == "cpu":  # the host is the device: index arrays straight from the CSR
+            mask_pairs(scores, *_ragged_rows(self.seen, users))
+            return
         indptr = self.seen.indptr
         starts = indptr[users].astype(np.int64)
         lengths = indptr[users + 1].astype(np.int64) - starts
         total = int(lengths.sum())
         if total == 0:
             return
-        device = scores.device
         if device not in self._seen_on:
             self._seen_on[device] = torch.from_numpy(self.seen.indices.astype(np.int64)).to(device)
         lengths_t = torch.from_numpy(lengths).to(device)
