@@ -67,14 +67,20 @@ def random_factor_model(train: Interactions, factors: int, device: torch.device,
     return model
 
 
-def floor(model, users: np.ndarray, k: int, device: torch.device) -> None:
-    """One product and one top-k per memory-sized block of users, results kept on the device."""
+def floor(model, users: np.ndarray, k: int, device: torch.device) -> list[torch.Tensor]:
+    """One product and one top-k per memory-sized block of users, results kept on the device
+    (on the CPU the product is numpy's, as BLAS threads there may outnumber torch's)."""
     u, v = model.user_factors(), model.item_factors()
     step = block_rows(v.shape[0], device)
-    users_t = torch.from_numpy(users).to(device)
+    u_host, vt_host = u.cpu().numpy(), np.ascontiguousarray(v.cpu().numpy().T)
     out = []
     for start in range(0, len(users), step):
-        out.append(torch.topk(u[users_t[start:start + step]] @ v.T, k, dim=1).indices)
+        block = users[start:start + step]
+        if device.type == "cpu":
+            scores = torch.from_numpy(u_host[block] @ vt_host)
+        else:
+            scores = u[torch.from_numpy(block).to(device)] @ v.T
+        out.append(torch.topk(scores, k, dim=1).indices)
     return out
 
 
