@@ -240,7 +240,8 @@ class GNOLR(TorchRecommender):
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors ranking by the default level: the deepest (or a binary model's own)."""
         m = self.module_
-        users = m.user_heads() * self._mix(m.heads)[-1][None, :, None]
+        users = m.user_heads()
+        users = users * self._mix(m.heads, users.device)[-1][None, :, None]
         return users.flatten(1), m.item_heads().flatten(1)
 
     # ---- levels, scores and probabilities -----------------------------------------------
@@ -249,9 +250,9 @@ class GNOLR(TorchRecommender):
         """The level the last head (the default ranking) stands for, 1-based."""
         return self.grade or len(self.level_names_)
 
-    def _mix(self, heads: int) -> torch.Tensor:
+    def _mix(self, heads: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[levels, heads]: which heads' logits add up to each level's logit."""
-        ones = torch.ones(heads, heads)
+        ones = torch.ones(heads, heads, device=device)
         return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads)
 
     def _head_of(self, grade: int | str | None) -> int:
@@ -282,7 +283,7 @@ class GNOLR(TorchRecommender):
         if grade is None:
             return self.user_factors_
         heads = len(self.thresholds_)
-        mask = self._mix(heads)[row].to(self.user_heads_.device)
+        mask = self._mix(heads, self.user_heads_.device)[row]
         return (self.user_heads_.view(len(self.user_heads_), heads, -1) * mask[:, None]).flatten(1)
 
     def at_level(self, grade: int | str | None) -> GNOLR:
@@ -327,7 +328,7 @@ class GNOLR(TorchRecommender):
         self.user_heads_ = state["user_heads"].float()
         self.thresholds_ = state["thresholds"].float()
         heads = len(self.thresholds_)
-        mask = self._mix(heads)[-1]
+        mask = self._mix(heads, self.user_heads_.device)[-1]
         users = (self.user_heads_.view(len(self.user_heads_), heads, -1) * mask[:, None])
         self._set_factors(users.flatten(1), state["item_factors"])
 
