@@ -66,6 +66,7 @@ def prepare(log) -> tuple[Interactions, Interactions, Interactions]:
 def measure(n: int, args, device: torch.device) -> dict:
     n_users = max(1, n // args.users_per)
     if device.type == "cuda":
+        torch.zeros(1, device=device)  # the CUDA context, before its statistics are reset
         torch.cuda.reset_peak_memory_stats(device)
     log, gen_s = clock(lambda: synthetic_log(n_users, args.items, n, seed=0, device=device), device)
     (data, train, test), prep_s = clock(lambda: prepare(log), device)
