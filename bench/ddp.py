@@ -1,8 +1,8 @@
 """Data-parallel speed-up: epoch time of `mf` and `lightgcn` in N processes against one.
 
-    python bench/ddp.py [--device cuda] [--nproc 1,2] [--models mf,lightgcn]
+    python bench/ddp.py [--device cuda] [--nproc 1,2]
         [--users 1000000 --items 200000 --interactions 10000000] [--epochs 4]
-        [--batch mf=65536,lightgcn=262144] [--out bench/ddp.json]
+        [--runs mf=65536,mf=262144,lightgcn=262144] [--out bench/ddp.json]
 
 One generated power-law log (`synthetic_log`, drawn on `--device`) is shared by every run.
 For each process count the models are fitted through the training template exactly as
@@ -41,12 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--nproc", default="1,2")
-    p.add_argument("--models", default="mf,lightgcn")
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--items", type=int, default=200_000)
     p.add_argument("--interactions", type=int, default=10_000_000)
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch", default="mf=65536,lightgcn=262144")
+    p.add_argument("--runs", default="mf=65536,mf=262144,lightgcn=262144",
+                   help="MODEL=GLOBAL_BATCH, comma-separated")
     p.add_argument("--out", default="bench/ddp.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # a folder: run one launched rank
     return p.parse_args(argv)
@@ -67,12 +67,12 @@ def worker(folder: Path) -> None:
     spec = json.loads((folder / "spec.json").read_text())
     with open(folder / "data.pkl", "rb") as f:
         data = pickle.load(f)
-    results = {}
-    for name, batch in spec["batches"].items():
+    results = []
+    for name, batch in spec["runs"]:
         model = create_model(name, factors=FACTORS, epochs=spec["epochs"], batch_size=batch,
                              valid_frac=0.0, refit=False, progress=False, device=spec["device"])
         model.fit(data)
-        results[name] = model.history_
+        results.append(model.history_)
     if distributed.is_main():
         (folder / f"result{spec['nproc']}.json").write_text(json.dumps(results))
 
@@ -83,8 +83,7 @@ def main(argv=None) -> None:
         worker(Path(args.worker))
         return
     counts = [int(n) for n in args.nproc.split(",")]
-    batches = dict(pair.split("=") for pair in args.batch.split(","))
-    batches = {m: int(batches[m]) for m in args.models.split(",")}
+    runs = [(name, int(batch)) for name, batch in (r.split("=") for r in args.runs.split(","))]
     data = generate(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,20 +91,21 @@ def main(argv=None) -> None:
         with open(folder / "data.pkl", "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
         for nproc in counts:
-            spec = {"batches": batches, "epochs": args.epochs, "device": args.device,
+            spec = {"runs": runs, "epochs": args.epochs, "device": args.device,
                     "nproc": nproc}
             (folder / "spec.json").write_text(json.dumps(spec))
             distributed.check_nproc(nproc, args.device)
             distributed.launch(nproc, [__file__, "--worker", str(folder)])
             history = json.loads((folder / f"result{nproc}.json").read_text())
-            for name, epochs in history.items():
+            for (name, batch), epochs in zip(runs, history, strict=True):
                 seconds = statistics.median(e["seconds"] for e in epochs[1:] or epochs)
-                rows.append({"model": name, "nproc": nproc, "batch": batches[name],
+                rows.append({"model": name, "nproc": nproc, "batch": batch,
                              "epoch_s": seconds, "pairs_per_s": data.nnz / seconds,
                              "final_loss": epochs[-1]["loss"]})
-    one = {r["model"]: r["epoch_s"] for r in rows if r["nproc"] == 1}
+    one = {(r["model"], r["batch"]): r["epoch_s"] for r in rows if r["nproc"] == 1}
     for r in rows:
-        r["speedup"] = one[r["model"]] / r["epoch_s"] if r["model"] in one else None
+        base = one.get((r["model"], r["batch"]))
+        r["speedup"] = base / r["epoch_s"] if base else None
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     report = {"device": device, "users": data.n_users, "items": data.n_items, "pairs": data.nnz,
               "factors": FACTORS, "epochs": args.epochs, "rows": rows}
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
           f"{FACTORS} factors")
     print("| model | batch | processes | epoch s | pairs/s | speed-up | final loss |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["nproc"])):
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         print(f"| {r['model']} | {r['batch']} | {r['nproc']} | {r['epoch_s']:.3f} | "
               f"{r['pairs_per_s']:.3g} | {speedup} | {r['final_loss']:.4f} |")
