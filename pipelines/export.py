@@ -56,7 +56,9 @@ def signature(model: BaseRecommender) -> ModelSignature:
                         ColSpec("float", "score"), ColSpec("long", "rank"),
                         ColSpec("boolean", "fallback"), ColSpec("boolean", "folded_in")]),
         params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("filter_seen", "boolean", True),
-                            ParamSpec("output", "string", "rows")]),
+                            ParamSpec("output", "string", "rows"),
+                            *([ParamSpec("grade", "string", "")] if hasattr(model, "at_level")
+                              else [])]),
     )
 
 

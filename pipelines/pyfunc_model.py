@@ -10,7 +10,8 @@ history) and `output`: "rows" gives rows user_id, item_id, score, rank, fallback
 "lists" gives one row per input user with `item_ids` and `scores` lists, the shape
 `mlflow.pyfunc.spark_udf` needs. `fallback` flags users the model does not know and could not
 fold in, who get the most popular items. Ranking is the library's `Ranker`, the same as
-`recsys recommend` and the HTTP endpoint.
+`recsys recommend` and the HTTP endpoint. A graded model (gnolr) also takes the param `grade`
+(a level name or 1-based number; "" ranks by its default level).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 from recsys.data.request_features import check_frame
-from recsys.inference import Ranker, history_matrix
+from recsys.inference import Ranker, at_grade, history_matrix
 from recsys.models.base import load_model, load_seen
 
 OUTPUTS = ("rows", "lists")
@@ -30,13 +31,20 @@ OUTPUTS = ("rows", "lists")
 class RecsysModel(PythonModel):
     def load_context(self, context) -> None:
         self.model = load_model(context.artifacts["model"])
-        self.ranker = Ranker(self.model, load_seen(context.artifacts["model"], self.model))
+        self.seen = load_seen(context.artifacts["model"], self.model)
+        self.rankers = {"": Ranker(self.model, self.seen)}  # one per level asked for
+
+    def ranker(self, grade: str) -> Ranker:
+        if grade not in self.rankers:
+            self.rankers[grade] = Ranker(at_grade(self.model, grade), self.seen)
+        return self.rankers[grade]
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         k = int(params.get("k", 10))
         filter_seen = bool(params.get("filter_seen", True))
         output = str(params.get("output", "rows"))
+        ranker = self.ranker(str(params.get("grade") or ""))
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         if output not in OUTPUTS:
@@ -48,8 +56,8 @@ class RecsysModel(PythonModel):
         columns = [c for c in model_input.columns if c not in ("user_id", "history")]
         if columns:
             features = model_input[columns].reset_index(drop=True)
-            check_frame(self.ranker.user_features, features, "input features")
-        ranked = self.ranker.recommend(self.model.user_map_.index_of(ids), k, history=history,
+            check_frame(ranker.user_features, features, "input features")
+        ranked = ranker.recommend(self.model.user_map_.index_of(ids), k, history=history,
                                        features=features, exclude_seen=filter_seen)
         table = _lists if output == "lists" else _rows
         return table(ids, self.model.item_map_.to_ids(ranked.items), ranked.scores,

@@ -427,6 +427,19 @@ class Ranker:
                       unknown_item_ids=[*unknown, *unknown_history[0]])
 
 
+def at_grade(model: Any, grade: int | str | None) -> Any:
+    """`model` ranking by level `grade` of graded feedback (a level name or 1-based number,
+    through the model's `at_level`, e.g. gnolr); None: the model as it is. RecsysError for a
+    model without levels or a level it does not have."""
+    if grade is None:
+        return model
+    if not hasattr(model, "at_level"):
+        name = getattr(model, "name", type(model).__name__)
+        raise RecsysError(f"{name} model has no grades to rank by (a model trained on graded "
+                          "feedback, such as gnolr, has)")
+    return model.at_level(grade)
+
+
 def history_matrix(histories: Sequence[Sequence[Id] | None], item_map: IdMap
                    ) -> tuple[sp.csr_matrix, int]:
     """CSR [len(histories), n_items] of item-id lists (None: no history; repeats count), and

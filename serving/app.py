@@ -119,8 +119,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def recommend(body: schemas.RecommendRequest, engine: ServedEngine):
         """Top-k items for one user. A user the model does not know is answered from `history`
         and/or `features` when given and the model can (`folded_in`), else with the most
-        popular items (`fallback`)."""
+        popular items (`fallback`). `grade` ranks by a level of a graded model."""
         check(body, history=len(body.history or ()))
+        engine = engine.at_grade(body.grade)
         features, unknown = engine.features(body.features)
         if body.item_ids is None and not body.exclude_item_ids and not body.filters:
             ranked = await batcher.recommend(engine, Query(
@@ -138,6 +139,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """Top-k items for several users (run off the event loop: it may take a while)."""
         check(body, users=len(body.user_ids),
               history=sum(len(items) for items in (body.history or {}).values()))
+        engine = engine.at_grade(body.grade)
         checked = {user: engine.features(values, f"features.{user}")
                    for user, values in (body.features or {}).items()}
         ranked = engine.recommend_many(body.user_ids, body.k, exclude_seen=body.exclude_seen,
@@ -154,6 +156,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """The model's scores of the given items for a user, in request order."""
         within("item_ids", len(body.item_ids), "max_item_ids")
         within("history", len(body.history or ()), "max_item_ids")
+        engine = engine.at_grade(body.grade)
         features, unknown = engine.features(body.features)
         ranked = engine.score(body.user_id, body.item_ids, history=body.history, features=features)
         if ranked.fallback:

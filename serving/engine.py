@@ -9,6 +9,7 @@ built once at load time.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from recsys.data.interactions import Interactions
 from recsys.data.request_features import feature_row, unknown_values
 from recsys.errors import RecsysError
-from recsys.inference import Id, IdLookup, Query, Ranked, Ranker
+from recsys.inference import Id, IdLookup, Query, Ranked, Ranker, at_grade
 from recsys.models.base import BaseRecommender, HasFactors
 from recsys.ranking import top_k
 from serving.validation import short
@@ -76,9 +77,11 @@ class Engine:
     def __init__(self, model: BaseRecommender, seen: Interactions, *, version: str = "local",
                  source: str = "", attributes: pd.DataFrame | None = None):
         self.model = model
+        self.seen = seen
         self.version = version
         self.source = source
         self.ranker = Ranker(model, seen)
+        self._grades: dict[str, Engine] = {}
         self.users, self.items = self.ranker.users, self.ranker.items  # built now, not per request
         self.n_items = len(self.items.ids)
         self.attributes = ItemAttributes(attributes, self.items) if attributes is not None else None
@@ -90,6 +93,26 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.model.name
+
+    def at_grade(self, grade: Id | None) -> Engine:
+        """This engine ranking by level `grade` of a graded model (a name or 1-based number;
+        None: itself): a view sharing everything but the ranker, built once per level, so
+        requests for one level still share one product. 422 for a model without levels or an
+        unknown level."""
+        if grade is None:
+            return self
+        key = str(grade)
+        view = self._grades.get(key)
+        if view is None:
+            try:
+                model = at_grade(self.model, grade)
+            except RecsysError as exc:
+                raise RequestError(f"grade: {exc}") from None
+            view = copy.copy(self)
+            view.ranker = Ranker(model, self.seen)
+            view._grades = {}
+            self._grades[key] = view  # a race builds it twice, harmlessly
+        return view
 
     def candidates(self, item_ids: Sequence[Id] | None, filters: Mapping[str, Sequence[Id]] | None
                    ) -> tuple[np.ndarray | None, list]:

@@ -12,6 +12,10 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
 
 
+GRADE = ("rank by this level of graded feedback (a level name such as \"purchase\", or its "
+         "1-based number) instead of the model's default, for models trained on levels (gnolr)")
+
+
 class _Ranking(_Request):
     k: int = Field(10, ge=1, description="number of items to return (at most the server's max_k)")
     exclude_seen: bool = Field(True, description="leave out the items the user already has")
@@ -19,6 +23,7 @@ class _Ranking(_Request):
     exclude_item_ids: list[Id] = Field([], description="never return these items")
     filters: Filters | None = Field(None, description="item attribute -> allowed values; "
                                     "several attributes must all match")
+    grade: Id | None = Field(None, description=GRADE)
 
 
 History = list[Id] | None
@@ -52,6 +57,7 @@ class ScoreRequest(_Request):
     item_ids: list[Id] = Field(description="items to score, answered in this order (repeats too)")
     history: History = Field(None, description=HISTORY)
     features: Features = Field(None, description=FEATURES)
+    grade: Id | None = Field(None, description=GRADE)
 
 
 class ReloadRequest(_Request):

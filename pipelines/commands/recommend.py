@@ -25,7 +25,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     from recsys.inference import Ranker
 
     model, train = model_and_data(args)
-    ranker = Ranker(model, train)
+    ranker = Ranker(_graded(model, args.grade), train)
     feature_ids, features = _user_features(args, ranker)
     user_ids, history_ids, history = _users_and_history(args, model, feature_ids)
     counts = recommend_to_parquet(ranker, user_ids, k[0], args.out,
@@ -36,6 +36,16 @@ def cmd_recommend(args: argparse.Namespace) -> None:
                                   chunk_users=args.chunk_users)
     print(f"{counts['rows']} recommendations for {len(user_ids)} users -> {args.out}")
     _notes(counts)
+
+
+def _graded(model, grade: str | None):
+    """The model ranking by --grade (a level name or 1-based number), checked before any work."""
+    from recsys.inference import at_grade
+
+    try:
+        return at_grade(model, grade)
+    except RecsysError as exc:
+        raise RecsysError(f"--grade {grade}: {exc}") from None
 
 
 def _user_features(args: argparse.Namespace, ranker) -> tuple[np.ndarray, pd.DataFrame | None]:
@@ -98,12 +108,13 @@ def _recommend_spark(args: argparse.Namespace, k: int) -> None:
     if args.user_features:
         raise RecsysError("--spark does not read --user-features; score them without --spark")
     model = open_model(args.model)[0]
+    _graded(model, args.grade)
     user_ids, history_ids, history = _users_and_history(args, model)
     histories = None
     if history is not None:  # item id lists, read by the exported model as they are locally
         histories = history_lists(align_rows(history, history_ids, user_ids), model.item_map_)
     rows = recommend_spark_to_parquet(args.model, user_ids.tolist(), k, args.out,
-                                      histories=histories)
+                                      histories=histories, grade=args.grade)
     print(f"{rows} recommendations for {len(user_ids)} users -> {args.out} (Parquet folder)")
 
 
@@ -117,6 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--user-features", help="file with user_id and user feature columns (as "
                      "for training): users the model does not know are answered from them when "
                      "the model encodes new users from features")
+    rec.add_argument("--grade", help="rank by this level of graded feedback (a level name, e.g. "
+                     "purchase, or its 1-based number) instead of the model's default; models "
+                     "trained on levels (gnolr)")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
     rec.add_argument("--out", required=True, help="output Parquet: user_id, item_id, score, rank, "
                      "fallback, folded_in")

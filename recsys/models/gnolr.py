@@ -150,6 +150,7 @@ class GNOLR(TorchRecommender):
     lr: Positive[float] = 0.01
 
     uses: ClassVar[frozenset[str]] = frozenset({"levels"})
+    _ranking_level: ClassVar[int | str | None] = None  # the level `at_level` chose
     state_rows: ClassVar[dict[str, str]] = {"user_heads": "users", "item_factors": "items"}
     test_params: ClassVar[dict] = {"factors": 8, "epochs": 10}
 
@@ -289,10 +290,22 @@ class GNOLR(TorchRecommender):
     def at_level(self, grade: int | str | None) -> GNOLR:
         """This model ranking by level `grade` by default (a name or 1-based number; None: the
         deepest): a copy sharing the weights, whose `user_factors()` serve that level, so the
-        usual factor ranking (evaluation, batch jobs, serving) ranks by it."""
+        usual factor ranking (evaluation, batch jobs, serving, new users) ranks by it."""
         view = copy.copy(self)
         view.user_factors_ = self.user_factors(grade)
+        view._ranking_level = grade
         return view
+
+    def user_vectors(self, features=None, history=None) -> torch.Tensor:
+        """New users folded in (least squares, `FactorModel`) against the item factors of the
+        heads the ranking level sums, so their vectors rank by that level as known users'
+        factors do (the other heads' columns are 0)."""
+        heads = len(self.thresholds_)
+        mix = self._mix(heads)[self._head_of(self._ranking_level)].to(self.item_factors_.device)
+        masked = copy.copy(self)
+        masked.item_factors_ = (self.item_factors_.view(len(self.item_factors_), heads, -1)
+                                * mix[:, None]).flatten(1)
+        return super(GNOLR, masked).user_vectors(features, history)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None, *,
               grade: int | str | None = None, probabilities: bool = False) -> torch.Tensor:
