@@ -126,14 +126,15 @@ def plot(rows: list[dict], out: Path) -> None:
     for device in dict.fromkeys(r["device"] for r in rows):
         mine = sorted((r for r in rows if r["device"] == device), key=lambda r: r["interactions"])
         style = "-" if device.startswith("cuda") else "--"
-        for stage in STAGES:
+        for color, stage in enumerate(STAGES):  # a colour per stage, a line style per device
             pts = [(r["interactions"], r[f"{stage}_s"]) for r in mine if f"{stage}_s" in r]
             if pts:
-                ax.loglog(*zip(*pts, strict=True), style, marker="o", label=f"{stage} ({device})")
+                ax.loglog(*zip(*pts, strict=True), style, marker="o", color=f"C{color}",
+                          label=f"{stage} ({device})")
     xs = sorted({r["interactions"] for r in rows})
     if len(xs) > 1:
         ref = [x / xs[0] for x in xs]
-        ax.loglog(xs, ref, ":", color="grey", label="linear (1 s at the smallest size)")
+        ax.loglog(xs, ref, ":", color="grey", label="linear (slope 1)")
     ax.set_xlabel("interactions")
     ax.set_ylabel("seconds")
     ax.set_title("recsys cost against data size")
