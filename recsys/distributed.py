@@ -100,11 +100,14 @@ def _shutdown() -> None:
 
 def wrap(module: nn.Module) -> nn.Module:
     """`module` under DistributedDataParallel (its parameters' gradients averaged over ranks
-    in backward); every parameter must take part in every step's loss."""
+    in backward). Parameters a family leaves out of its loss (part of a two-tower encoder,
+    say) keep no gradient, as in one process: the graph is declared static, so DDP finds
+    them in the first step instead of searching every step's autograd graph; the set of
+    parameters a family uses must not change from step to step."""
     device = next(module.parameters()).device
     return nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None,
-        gradient_as_bucket_view=True)
+        gradient_as_bucket_view=True, static_graph=True)
 
 
 def shard(batch: tuple, w: World) -> tuple[tuple, float]:
