@@ -254,7 +254,7 @@ class GNOLR(TorchRecommender):
     def _mix(self, heads: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[levels, heads]: which heads' logits add up to each level's logit."""
         ones = torch.ones(heads, heads, device=device)
-        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads)
+        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads, device=device)
 
     def _head_of(self, grade: int | str | None) -> int:
         """The 0-based row of `_mix` for a level given by name or 1-based number."""
