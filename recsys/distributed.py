@@ -153,12 +153,12 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
-def check_nproc(nproc: int, device: str) -> None:
-    """Reject a process count that cannot run: below 1, or more than the GPUs of this host
-    when training on CUDA."""
+def check_nproc(nproc: int, device: torch.device) -> None:
+    """Reject a process count that cannot run: below 1, or more processes than this host has
+    GPUs when training on CUDA (`device` as `recsys.train.resolve_device` returns it)."""
     if nproc < 1:
         raise RecsysError(f"--nproc must be at least 1, got {nproc}")
-    if nproc > 1 and device != "cpu" and torch.cuda.is_available():
+    if nproc > 1 and device.type == "cuda":
         count = torch.cuda.device_count()
         if nproc > count:
             raise RecsysError(f"--nproc {nproc}: this host has {count} GPUs (one process per GPU;"

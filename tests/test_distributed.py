@@ -58,6 +58,7 @@ def test_two_processes_train_the_one_process_model(launched, name):
         torch.testing.assert_close(fitted["items"], single.item_factors(), atol=ATOL, rtol=0)
         assert fitted["fit_info"]["best_epoch"] == single.fit_info_["best_epoch"]
         assert fitted["fit_info"]["epochs_run"] == single.fit_info_["epochs_run"]
+        assert fitted["fit_info"]["processes"] == 2 and "processes" not in single.fit_info_
         # the logged losses are the global batch means, averaged over the ranks
         for got, want in zip(fitted["history"], single.history_, strict=True):
             assert got.keys() == want.keys()
@@ -123,6 +124,14 @@ def test_bad_nproc_is_one_clear_error(tmp_path, capsys, nproc, model, message):
     err = capsys.readouterr().err
     assert err.startswith("recsys: error:") and message in err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a host without CUDA")
+def test_nproc_on_missing_gpus_is_refused_before_launching(tmp_path, capsys):
+    code = main(["train", "--model", "mf", "--train", str(tmp_path / "t.csv"), "--out",
+                 str(tmp_path / "m"), "--nproc", "2", "--param", "device=cuda"])
+    assert code == 2
+    assert "device 'cuda' requested but no CUDA device is available" in capsys.readouterr().err
 
 
 def test_nproc_must_be_an_integer(tmp_path, capsys):

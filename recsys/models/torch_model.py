@@ -148,6 +148,8 @@ class TorchRecommender(FactorModel):
             callbacks: Iterable = ()) -> TorchRecommender:
         self._start_fit(train)
         self.device_ = distributed.setup(resolve_device(self.device))
+        if distributed.world().distributed:
+            self.fit_info_["processes"] = distributed.world().size
         self.propensity_ = self.propensities(train)
         if self.propensity_ is not None:
             self.fit_info_["propensity"] = self.propensity_.describe()
