@@ -47,8 +47,8 @@ BENCHES: dict[str, Bench] = {
         full=("--sizes", "80000:4000:2000,1000000:50000:10000"),
         full_cuda=("--sizes", "80000:4000:2000,1000000:50000:10000,20000000:1000000:100000")),
     "train_throughput": Bench(
-        quick=("--users", "20000", "--items", "5000", "--interactions", "200000",
-               "--batches", "8192"),
+        quick=("--users", "5000", "--items", "2000", "--interactions", "50000",
+               "--batches", "16384"),
         full=("--users", "100000", "--items", "20000", "--interactions", "2000000",
               "--batches", "65536"),
         full_cuda=("--lightgcn-batches", "262144")),
@@ -82,6 +82,13 @@ BENCHES: dict[str, Bench] = {
         device=False),
     "llmrec": Bench(quick=("--data", "{data}", "--seeds", "0", "--skip-llm", "--json", "{tmp}/llmrec.json"),
                     full=("--data", "{data}", "--json", "{tmp}/llmrec.json")),
+    "dsl": Bench(
+        quick=("--movielens", "{data}", "--models", "mf", "--densities", "1.0,0.2",
+               "--param", "epochs=5"),
+        full=("--movielens", "{data}")),
+    "tuning": Bench(
+        quick=("--movielens", "{data}", "--models", "als", "--trials", "3"),
+        full=("--movielens", "{data}")),
     "ddp": Bench(
         quick=("--nproc", "1,2", "--users", "20000", "--items", "5000", "--interactions",
                "200000", "--epochs", "2", "--runs", "mf=8192", "--out", "{tmp}/ddp.json"),
