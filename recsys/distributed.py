@@ -8,7 +8,11 @@ joins the process group and picks the device, and the training loop then
 - draws every global batch on every rank from the same seeded generator and keeps the rank's
   contiguous part of it (`shard`): the ranks' parts of an epoch partition the training pairs,
   and the N-process run takes the same steps as the one-process run with the same
-  `batch_size` (the global batch) and seed, up to the order of floating-point sums;
+  `batch_size` (the global batch) and seed, up to the order of floating-point sums, for
+  losses that are means over the batch's pairs with their randomness drawn in the batches
+  (`mf`, `lightgcn`, `gnolr`); a loss coupling the pairs of a batch
+  (in-batch softmax, contrastive terms over the batch's distinct ids) or drawing inside
+  `loss` sees the rank's part only, and trains a close but not the same model;
 - reduces the gradients with DistributedDataParallel (each rank's loss weighted by its share
   of the batch, so uneven last batches average exactly as one process would);
 - validates on rank 0 only and broadcasts the score and the stop decision (`on_main`, `agree`),

@@ -21,6 +21,7 @@ MODELS = {
     "mf": {"factors": 8, "epochs": 30, "batch_size": 256, "lr": 0.01, "patience": 3, **COMMON},
     "lightgcn": {"factors": 8, "layers": 2, "epochs": 6, "batch_size": 512, "patience": 2,
                  **COMMON},
+    "gnolr": {"factors": 8, "epochs": 4, "batch_size": 256, **COMMON},
 }
 # families that draw randomness inside their loss (two-tower: shared negatives, id dropout)
 # take other draws than one process would; they train data-parallel all the same

@@ -96,8 +96,10 @@ class TorchRecommender(FactorModel):
 
     Launched as several processes (`recsys.distributed`), `fit` trains data-parallel:
     `batch_size` is the global batch, shared among the ranks; rank 0 alone validates and calls
-    the `callbacks`; every rank ends with the same factors. Randomness a family draws inside
-    `loss` (rather than in its batches) is drawn alike on every rank.
+    the `callbacks`; every rank ends with the same factors. A family whose batches carry all
+    of a step's randomness and whose loss is a mean over the batch's pairs trains the
+    one-process model; randomness drawn inside `loss` is drawn alike on every rank, and
+    in-batch negatives come from the rank's part of the batch.
     """
 
     epochs: Positive[int] = 200
