@@ -30,6 +30,7 @@ speed-up).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import uuid
@@ -176,6 +177,8 @@ def launch(nproc: int, args: Sequence[str], program: str = sys.executable) -> No
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # the launcher's own log lines would repeat what the failing process and the error say
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
