@@ -177,14 +177,18 @@ def launch(nproc: int, args: Sequence[str], program: str = sys.executable) -> No
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    # the launcher's own log lines would repeat what the failing process and the error say
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    # the launcher's own log lines would repeat what the failing process and the error say
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, program)(*args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise RecsysError(f"training process {rank} of {nproc} failed with exit code "
                           f"{failure.exitcode} (its message is above)") from None
+    finally:
+        logger.setLevel(level)
