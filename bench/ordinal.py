@@ -9,7 +9,8 @@ period and a later test period), and MovieLens-100K ratings mapped to levels 1-3
 with the same seed. Per level g, NDCG@20 ranks by that level (GNOLR: z_g over the first g
 heads; multi-task: head g; binary: the model trained on y >= g), with the test items of
 level >= g relevant; graded NDCG@20 (gain 2^level - 1) ranks by the deepest level (for the
-binary family, the top level's model). Fit seconds sum the models a row needs.
+binary family, the top level's model). "binary, levels ignored" is one model of every click
+(level >= 1) ranking for every level. Fit seconds sum the models a row needs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MODELS = {
     "GNOLR (nested)": ("gnolr", {}),
     "multi-task heads": ("gnolr", {"objective": "multitask"}),
     "binary per level": ("gnolr", {"objective": "binary"}),
+    "binary, levels ignored": ("gnolr", {"objective": "binary", "grade": 1}),
 }
 
 
@@ -84,7 +86,8 @@ def run(data: str, seed: int, label: str, name: str, params: dict, args) -> dict
     train, test = dataset(data, seed, (args.users, args.items, args.interactions, args.ml100k))
     names = test.level_names
     row = {"data": data, "seed": seed, "model": label}
-    if params.get("objective") == "binary":
+    binary = params.get("objective") == "binary"
+    if binary and "grade" not in params:  # the family: one model per level
         seconds, top = 0.0, None
         for g, level in enumerate(names, start=1):
             model, s = fit(name, {**params, "grade": g}, train, seed, args.device)
@@ -92,6 +95,10 @@ def run(data: str, seed: int, label: str, name: str, params: dict, args) -> dict
             row[f"{level}_ndcg@{K}"] = graded_metrics(model, test, train=train, k=K)[
                 f"{level}_ndcg@{K}"]
             top = model
+    elif binary:  # one model (e.g. grade=1: levels ignored) ranking for every level
+        top, seconds = fit(name, params, train, seed, args.device)
+        metrics = graded_metrics(top, test, train=train, k=K)
+        row.update({f"{level}_ndcg@{K}": metrics[f"{level}_ndcg@{K}"] for level in names})
     else:
         top, seconds = fit(name, params, train, seed, args.device)
         for g, level in enumerate(names, start=1):
@@ -153,7 +160,7 @@ def summarize(frame: pd.DataFrame) -> None:
     """One markdown table per data set: mean +- standard deviation over seeds."""
     for data, part in frame.groupby("data", sort=False):
         cols = [c for c in part.columns if c.endswith(f"@{K}") and part[c].notna().any()]
-        cols.append("fit_s")
+        cols = sorted(cols, key=lambda c: c.startswith("graded_")) + ["fit_s"]
         summary = part.groupby("model", sort=False)[cols].agg(["mean", "std"])
         seeds = part["seed"].nunique()
         print(f"\n{data} ({seeds} seeds)\n")

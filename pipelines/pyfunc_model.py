@@ -1,11 +1,14 @@
 """The MLflow pyfunc wrapper of a recsys model, logged as code (MLflow "models from code"),
 so that neither the wrapper nor the weights are pickled.
 
-Input: a frame with a `user_id` column. Params: `k` (items per user), `filter_seen` (exclude
-the user's training items) and `output`: "rows" gives rows user_id, item_id, score, rank,
-fallback; "lists" gives one row per input user with `item_ids` and `scores` lists, the shape
-`mlflow.pyfunc.spark_udf` needs. `fallback` flags users the model does not know, who get the
-most popular items.
+Input: a frame with a `user_id` column and an optional `history` column (a list of item ids per
+row, read for users the model does not know: they are folded in when the model can). Params:
+`k` (items per user), `filter_seen` (exclude the user's training items, or a new user's
+history) and `output`: "rows" gives rows user_id, item_id, score, rank, fallback, folded_in;
+"lists" gives one row per input user with `item_ids` and `scores` lists, the shape
+`mlflow.pyfunc.spark_udf` needs. `fallback` flags users the model does not know and could not
+fold in, who get the most popular items. Ranking is the library's `Ranker`, the same as
+`recsys recommend` and the HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+from recsys.inference import Ranker, history_matrix
 from recsys.models.base import load_model, load_seen
 
 OUTPUTS = ("rows", "lists")
@@ -23,8 +27,7 @@ OUTPUTS = ("rows", "lists")
 class RecsysModel(PythonModel):
     def load_context(self, context) -> None:
         self.model = load_model(context.artifacts["model"])
-        self.seen = load_seen(context.artifacts["model"], self.model)
-        self.popular = np.argsort(-self.seen.item_popularity, kind="stable")
+        self.ranker = Ranker(self.model, load_seen(context.artifacts["model"], self.model))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
@@ -35,40 +38,39 @@ class RecsysModel(PythonModel):
             raise ValueError(f"k must be positive, got {k}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        k = min(k, len(self.model.item_map_))
         ids = model_input["user_id"].to_numpy()
-        idx = self.model.user_map_.index_of(ids)
-        known = idx >= 0
-        items = np.empty((len(ids), k), dtype=np.int64)
-        scores = np.empty((len(ids), k), dtype=np.float32)
-        if known.any():
-            exclude = self.seen if filter_seen else None
-            items[known], scores[known] = self.model.recommend(idx[known], k, exclude=exclude)
-        top = self.popular[:k]
-        items[~known], scores[~known] = top, self.seen.item_popularity[top]
+        history = None
+        if "history" in model_input.columns:
+            history, _ = history_matrix(model_input["history"].tolist(), self.model.item_map_)
+        ranked = self.ranker.recommend(self.model.user_map_.index_of(ids), k, history=history,
+                                       exclude_seen=filter_seen)
         table = _lists if output == "lists" else _rows
-        return table(ids, self.model.item_map_.to_ids(items), scores, fallback=~known)
+        return table(ids, self.model.item_map_.to_ids(ranked.items), ranked.scores,
+                     ranked.fallback, ranked.folded_in)
 
 
-def _rows(user_ids, items, scores, fallback) -> pd.DataFrame:
+def _rows(user_ids, items, scores, fallback, folded_in) -> pd.DataFrame:
     keep = np.isfinite(scores)
+    per_user = keep.sum(1)
     ranks = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
     return pd.DataFrame({
-        "user_id": np.repeat(user_ids, keep.sum(1)),
+        "user_id": np.repeat(user_ids, per_user),
         "item_id": items[keep],
         "score": scores[keep],
         "rank": ranks[keep].astype(np.int64),
-        "fallback": np.repeat(fallback, keep.sum(1)),
+        "fallback": np.repeat(fallback, per_user),
+        "folded_in": np.repeat(folded_in, per_user),
     })
 
 
-def _lists(user_ids, items, scores, fallback) -> pd.DataFrame:
+def _lists(user_ids, items, scores, fallback, folded_in) -> pd.DataFrame:
     keep = np.isfinite(scores)
     return pd.DataFrame({
         "user_id": user_ids,
         "item_ids": [row[ok].tolist() for row, ok in zip(items, keep, strict=True)],
         "scores": [row[ok].tolist() for row, ok in zip(scores, keep, strict=True)],
         "fallback": fallback,
+        "folded_in": folded_in,
     })
 
 

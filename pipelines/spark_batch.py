@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
-from pipelines.tracking import tracking_uri
 from recsys.errors import RecsysError
+from recsys.store import tracking_uri
 
 
 def spark_session(app_name: str = "recsys-batch"):
@@ -23,7 +22,8 @@ def spark_session(app_name: str = "recsys-batch"):
 
 
 def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool = True):
-    """Spark DataFrame user_id, item_id, score, rank, fallback for a DataFrame of `user_id`s.
+    """Spark DataFrame user_id, item_id, score, rank, fallback, folded_in for a DataFrame of
+    `user_id`s (and optionally `history`, an array of item ids per user).
 
     `model_uri` names an exported pyfunc model (models:/NAME@ALIAS, models:/NAME/VERSION).
     Each user becomes one UDF row holding its k items and scores, exploded into ranked rows.
@@ -32,26 +32,44 @@ def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool =
 
     if k <= 0:
         raise RecsysError(f"k must be positive, got {k}")
-    mlflow.set_tracking_uri(tracking_uri())
-    outputs = mlflow.models.get_model_info(model_uri).signature.outputs  # reads MLmodel only
-    item_type = "bigint" if outputs.input_dict()["item_id"].type.name == "long" else "string"
+    item_type = SPARK_TYPES[id_types(model_uri)["item_id"]]
     udf = mlflow.pyfunc.spark_udf(
         spark, model_uri, env_manager="local",
-        result_type=f"item_ids array<{item_type}>, scores array<float>, fallback boolean",
+        result_type=f"item_ids array<{item_type}>, scores array<float>, fallback boolean, "
+                    "folded_in boolean",
         params={"k": k, "filter_seen": filter_seen, "output": "lists"})
-    ranked = users.select("user_id", udf(F.struct("user_id")).alias("r"))
-    exploded = ranked.select("user_id", "r.fallback",
+    inputs = [c for c in ("user_id", "history") if c in users.columns]
+    ranked = users.select("user_id", udf(F.struct(*inputs)).alias("r"))
+    exploded = ranked.select("user_id", "r.fallback", "r.folded_in",
                              F.posexplode(F.arrays_zip("r.item_ids", "r.scores")).alias("pos", "pair"))
     return exploded.select("user_id", F.col("pair.item_ids").alias("item_id"),
                            F.col("pair.scores").alias("score"),
-                           (F.col("pos") + 1).cast("int").alias("rank"), "fallback")
+                           (F.col("pos") + 1).cast("int").alias("rank"), "fallback", "folded_in")
+
+
+SPARK_TYPES = {"long": "bigint", "string": "string"}
+
+
+def id_types(model_uri: str) -> dict[str, str]:
+    """The signature types ("long" or "string") of the model's user and item ids (reads the
+    MLmodel file only)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    outputs = mlflow.models.get_model_info(model_uri).signature.outputs.input_dict()
+    return {name: outputs[name].type.name for name in ("user_id", "item_id")}
 
 
 def recommend_spark_to_parquet(model_uri: str, user_ids, k: int, out: str | Path, *,
-                               filter_seen: bool = True) -> int:
-    """Score `user_ids` on a local Spark session and write a Parquet folder; returns rows."""
+                               histories: list | None = None, filter_seen: bool = True) -> int:
+    """Score `user_ids` (in the model's id type; with `histories`, one item-id list or None per
+    user) on a local Spark session and write a Parquet folder; returns rows."""
     spark = spark_session()
-    users = spark.createDataFrame(pd.DataFrame({"user_id": list(user_ids)}))
+    types = id_types(model_uri)
+    schema = f"user_id {SPARK_TYPES[types['user_id']]}"
+    rows: list = [(u,) for u in user_ids]
+    if histories is not None:
+        schema += f", history array<{SPARK_TYPES[types['item_id']]}>"
+        rows = list(zip(user_ids, histories, strict=True))
+    users = spark.createDataFrame(rows, schema)
     recs = recommend_spark(spark, model_uri, users, k, filter_seen=filter_seen)
     recs.write.mode("overwrite").parquet(str(out))
     return spark.read.parquet(str(out)).count()

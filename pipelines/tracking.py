@@ -16,15 +16,12 @@ from mlflow.entities import Experiment
 
 from recsys.data.interactions import Interactions
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+# where runs go is decided beside open_model (recsys.store), which serving uses too
+from recsys.store import DEFAULT_TRACKING_URI, tracking_uri  # noqa: F401
+
 OWNER_TAG = "recsys.owner"  # host:pid of the process that runs a run
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the MLflow UI to pick the first tab
 EXPERIMENT_KIND = "custom_model_development"
-
-
-def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI (e.g. a server), else an SQLite store in the working folder."""
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
 @contextmanager

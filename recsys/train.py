@@ -13,13 +13,16 @@ under its own name. Hooks are objects with any of the optional methods
 step object itself may have them too. Losses are accumulated on the device: nothing waits for
 the accelerator until the epoch ends.
 
-The decision to keep or stop lives in `EarlyStopping` alone, so that under data-parallel
-training only one process validates and the others follow the decision it broadcasts.
+The decision to keep or stop lives in `EarlyStopping` alone. Under data-parallel training
+only rank 0 needs to validate: a `validate` that computes the score there and broadcasts it
+keeps every rank's bookkeeping (best epoch, kept weights of its own replica, stop) identical.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -177,7 +180,7 @@ def train_loop(
         for batch in step.batches(epoch):
             optimizer.zero_grad(set_to_none=True)
             parts = step.loss(*batch)
-            loss = sum(parts.values()) if isinstance(parts, dict) else parts
+            loss = functools.reduce(operator.add, parts.values()) if isinstance(parts, dict) else parts
             loss.backward()
             if optim.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(params, optim.clip_grad)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -14,10 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from recsys.errors import RecsysError
 from serving import schemas
 from serving.batcher import RecommendBatcher
-from serving.engine import Engine, Ranked, RequestError
+from serving.engine import Engine, Query, Ranked, RequestError
 from serving.loader import load_engine
 from serving.observe import Metrics, ObserveMiddleware, configure_access_log
 from serving.settings import Settings
+from serving.validation import StrictJSONRoute, validation_error
 
 log = logging.getLogger("recsys.serving")
 
@@ -44,7 +46,7 @@ class ServingState:
         async with self.reload_lock:
             try:
                 engine = await run_in_threadpool(load_engine, self.settings, ref)
-            except RecsysError as exc:
+            except RecsysError as exc:  # load_engine turns any failure into one
                 self.metrics.reloads.labels("failed").inc()
                 if self.engine is None:
                     self.error = str(exc)
@@ -71,8 +73,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             task.cancel()
         await batcher.stop()
 
-    app = FastAPI(title="recsys scoring", lifespan=lifespan,
+    app = FastAPI(title="recsys scoring", lifespan=lifespan, max_body_size=settings.max_body_bytes,
                   description="Top-k recommendations, scores and similar items from a recsys model.")
+    app.router.route_class = StrictJSONRoute
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.state.serving = state
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 
@@ -93,9 +97,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if value > limit:
             raise RequestError(f"{what}: {value} exceeds this server's {setting} of {limit}")
 
-    def check(body: schemas._Ranking, users: int = 1) -> None:
+    def check(body: schemas._Ranking, users: int = 1, history: int = 0) -> None:
         within("k", body.k, "max_k")
         within("user_ids", users, "max_batch_users")
+        within("history", history, "max_item_ids")
         within("item_ids", len(body.item_ids or ()), "max_item_ids")
         within("exclude_item_ids", len(body.exclude_item_ids), "max_item_ids")
 
@@ -106,28 +111,31 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def recommendation(user_id, ranked: Ranked) -> dict:
         if ranked.fallback:
             metrics.fallbacks.inc()
-        return {"user_id": user_id, "fallback": ranked.fallback, "items": ranked_items(ranked),
-                "unknown_item_ids": ranked.unknown_item_ids}
+        return {"user_id": user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
+                "items": ranked_items(ranked), "unknown_item_ids": ranked.unknown_item_ids}
 
     @app.post("/recommend", response_model=schemas.RecommendResponse)
     async def recommend(body: schemas.RecommendRequest, engine: ServedEngine):
-        """Top-k items for one user; unknown users get the most popular items (`fallback`)."""
-        check(body)
+        """Top-k items for one user. A user the model does not know is answered from `history`
+        when given (`folded_in`), else with the most popular items (`fallback`)."""
+        check(body, history=len(body.history or ()))
         if body.item_ids is None and not body.exclude_item_ids and not body.filters:
-            ranked = await batcher.recommend(engine, body.user_id, body.k, body.exclude_seen)
+            ranked = await batcher.recommend(engine, Query(body.user_id, history=body.history,
+                                                           k=body.k, exclude_seen=body.exclude_seen))
         else:
             ranked = engine.recommend(body.user_id, body.k, exclude_seen=body.exclude_seen,
-                                      item_ids=body.item_ids, exclude_item_ids=body.exclude_item_ids,
-                                      filters=body.filters)
+                                      history=body.history, item_ids=body.item_ids,
+                                      exclude_item_ids=body.exclude_item_ids, filters=body.filters)
         return {**recommendation(body.user_id, ranked), "model_version": engine.version}
 
     @app.post("/recommend/batch", response_model=schemas.BatchRecommendResponse)
     def recommend_batch(body: schemas.BatchRecommendRequest, engine: ServedEngine):
         """Top-k items for several users (run off the event loop: it may take a while)."""
-        check(body, users=len(body.user_ids))
+        check(body, users=len(body.user_ids),
+              history=sum(len(items) for items in (body.history or {}).values()))
         ranked = engine.recommend_many(body.user_ids, body.k, exclude_seen=body.exclude_seen,
-                                       item_ids=body.item_ids, exclude_item_ids=body.exclude_item_ids,
-                                       filters=body.filters)
+                                       history=body.history, item_ids=body.item_ids,
+                                       exclude_item_ids=body.exclude_item_ids, filters=body.filters)
         return {"model_version": engine.version,
                 "results": [recommendation(u, r) for u, r in zip(body.user_ids, ranked, strict=True)]}
 
@@ -135,11 +143,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def score(body: schemas.ScoreRequest, engine: ServedEngine):
         """The model's scores of the given items for a user, in request order."""
         within("item_ids", len(body.item_ids), "max_item_ids")
-        ranked = engine.score(body.user_id, body.item_ids)
+        within("history", len(body.history or ()), "max_item_ids")
+        ranked = engine.score(body.user_id, body.item_ids, history=body.history)
         if ranked.fallback:
             metrics.fallbacks.inc()
         pairs = zip(ranked.item_ids, ranked.scores, strict=True)
-        return {"user_id": body.user_id, "fallback": ranked.fallback, "model_version": engine.version,
+        return {"user_id": body.user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
+                "model_version": engine.version,
                 "scores": [{"item_id": i, "score": s} for i, s in pairs],
                 "unknown_item_ids": ranked.unknown_item_ids}
 
@@ -177,9 +187,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
     async def require_admin(credentials: Credentials) -> None:
-        if settings.admin_token is None:
+        if settings.admin_token is None or not settings.admin_token.get_secret_value():
             raise HTTPException(403, "reload is disabled: no admin token is configured "
-                                "(RECSYS_SERVE_ADMIN_TOKEN)")
+                                "(RECSYS_SERVE_ADMIN_TOKEN is unset or empty)")
         expected = settings.admin_token.get_secret_value().encode()
         given = credentials.credentials.encode() if credentials else b""
         if not hmac.compare_digest(given, expected):

@@ -9,7 +9,7 @@ lone request is answered at once and a busy server batches by itself.
 import asyncio
 from itertools import groupby
 
-from serving.engine import Engine, Id, Ranked
+from serving.engine import Engine, Query, Ranked
 
 
 class RecommendBatcher:
@@ -24,14 +24,14 @@ class RecommendBatcher:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
-    async def recommend(self, engine: Engine, user_id: Id, k: int, exclude_seen: bool) -> Ranked:
+    async def recommend(self, engine: Engine, query: Query) -> Ranked:
         loop = asyncio.get_running_loop()
         if self.loop is not loop or self.task is None or self.task.done():
             # a queue belongs to one event loop: (re)start on the loop that serves now
             self.loop, self.queue = loop, asyncio.Queue()
             self.task = loop.create_task(self._run())
         future = loop.create_future()
-        self.queue.put_nowait((engine, user_id, k, exclude_seen, future))
+        self.queue.put_nowait((engine, query, future))
         return await future
 
     async def _run(self) -> None:
@@ -55,13 +55,12 @@ class RecommendBatcher:
     def _answer(batch: list) -> None:
         # one product per engine: a reload may swap the engine between two requests
         for engine, group in groupby(batch, key=lambda item: item[0]):
-            group = [item for item in group if not item[4].done()]
+            group = [item for item in group if not item[2].done()]
             try:
-                answers = engine.recommend_each([g[1] for g in group], [g[2] for g in group],
-                                                [g[3] for g in group])
+                answers = engine.recommend_each([query for _, query, _ in group])
             except Exception as exc:  # noqa: BLE001 (the requests get the error, the loop goes on)
-                for item in group:
-                    item[4].set_exception(exc)
+                for *_, future in group:
+                    future.set_exception(exc)
                 continue
-            for item, answer in zip(group, answers, strict=True):
-                item[4].set_result(answer)
+            for (*_, future), answer in zip(group, answers, strict=True):
+                future.set_result(answer)

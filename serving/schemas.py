@@ -21,17 +21,25 @@ class _Ranking(_Request):
                                     "several attributes must all match")
 
 
+History = list[Id] | None
+HISTORY = ("ids of items the user interacted with; a user the model does not know is answered "
+           "from them (folded in) when the model can, instead of from popularity")
+
+
 class RecommendRequest(_Ranking):
     user_id: Id
+    history: History = Field(None, description=HISTORY)
 
 
 class BatchRecommendRequest(_Ranking):
     user_ids: list[Id] = Field(min_length=1)
+    history: dict[str, list[Id]] | None = Field(None, description="user id (as text) -> " + HISTORY)
 
 
 class ScoreRequest(_Request):
     user_id: Id
-    item_ids: list[Id] = Field(description="items to score, answered in this order")
+    item_ids: list[Id] = Field(description="items to score, answered in this order (repeats too)")
+    history: History = Field(None, description=HISTORY)
 
 
 class ReloadRequest(_Request):
@@ -49,6 +57,8 @@ class Recommendation(BaseModel):
     user_id: Id
     fallback: bool = Field(description="true: the user is unknown to the model and got the most "
                            "popular items")
+    folded_in: bool = Field(description="true: the user is unknown to the model and was answered "
+                            "from the history sent with the request")
     items: list[ScoredItem]
     unknown_item_ids: list[Id] = Field(description="requested item ids the model does not know")
 
@@ -70,6 +80,7 @@ class ItemScore(BaseModel):
 class ScoreResponse(BaseModel):
     user_id: Id
     fallback: bool
+    folded_in: bool
     scores: list[ItemScore]
     unknown_item_ids: list[Id]
     model_version: str

@@ -22,9 +22,11 @@ class Settings(BaseModel):
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     max_batch_users: int = Field(1000, ge=1, description="most users in one /recommend/batch request")
     max_item_ids: int = Field(100_000, ge=1, description="most item ids in one request list")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="largest request body in bytes "
+                                "(larger: 413)")
     access_log: bool = Field(True, description="print one JSON line per request to stdout")
     admin_token: SecretStr | None = Field(None, description="bearer token for /admin/reload "
-                                          "(unset: reload is disabled)")
+                                          "(unset or empty: reload is disabled)")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

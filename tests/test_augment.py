@@ -135,3 +135,24 @@ def test_cli_augment_never_replaces_a_foreign_folder(files, tmp_path, monkeypatc
     assert main([str(a) for a in argv]) == 2
     assert "refusing to replace it" in capsys.readouterr().err
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
+
+
+def test_cli_train_llmrec_with_and_without_an_augmentation_folder(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RECSYS_DATA_HOME", str(tmp_path / "cache"))
+    common = ["--train", files / "train.csv", "--item-text", files / "items.csv"]
+    fast = ["--param", "factors=8", "--param", "layers=2", "--param", "epochs=3"]
+    assert main([str(a) for a in ["augment", *common, "--base", files / "pop", "--candidates", "3",
+                                  "--out", tmp_path / "aug"]]) == 0
+    for name, extra in (("with", ["--augmentation", tmp_path / "aug"]),
+                        ("without", ["--param", "candidates=3"])):
+        out = tmp_path / f"m-{name}"
+        assert main([str(a) for a in ["train", "--model", "llmrec", *common, *extra, *fast,
+                                      "--out", out]]) == 0, capsys.readouterr().err
+        config = json.loads((out / "config.json").read_text())
+        assert config["fit_info"]["augmented_triples"] == 4 and config["fit_info"]["encoder"]
+        assert main([str(a) for a in ["recommend", "--model", out, "--k", "2", "--out",
+                                      tmp_path / f"recs-{name}.parquet"]]) == 0
+        recs = pd.read_parquet(tmp_path / f"recs-{name}.parquet")
+        assert set(recs.user_id) == {"a", "b", "c", "d"}  # the others have seen every item
+    assert main([str(a) for a in ["train", "--model", "lightgcn", *common, "--out", tmp_path / "g"]]) == 2
+    assert "--item-text: model 'lightgcn' does not use item text" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def test_min_rating_threshold_keeps_only_positives(workdir, capsys):
     assert len(train) + len(test) <= (events.rating >= 4).sum() and (train.rating == 1).all()
 
 
-@pytest.mark.parametrize("model", ["pop", "mf", "relmf"])
+@pytest.mark.parametrize("model", ["pop", "mf", "relmf", "sgl"])
 def test_train_evaluate_recommend_end_to_end(model, prepared, tmp_path, capsys):
     params = ["--param", "epochs=5", "--param", "factors=8"] if model != "pop" else []
     code, out, _ = run(["train", "--model", model, "--train", prepared / "train.parquet",
@@ -73,7 +73,8 @@ def test_train_evaluate_recommend_end_to_end(model, prepared, tmp_path, capsys):
     assert code == 0
     recs = pd.read_parquet(tmp_path / "r.parquet")
     train = pd.read_parquet(prepared / "train.parquet")
-    assert list(recs.columns) == ["user_id", "item_id", "score", "rank"]
+    assert list(recs.columns) == ["user_id", "item_id", "score", "rank", "fallback", "folded_in"]
+    assert not recs.fallback.any() and not recs.folded_in.any()
     assert recs.groupby("user_id").size().max() == 7 and recs["rank"].min() == 1
     assert recs["user_id"].nunique() == train["user_id"].nunique()
     assert not pair_set(recs) & pair_set(train)
@@ -88,13 +89,15 @@ def test_recommend_full_catalogue_and_user_file(prepared, tmp_path, capsys):
     users = pd.DataFrame({"user_id": [train.user_id.iloc[0], "stranger"]})
     users.to_csv(tmp_path / "users.csv", index=False)
     n_items = train["item_id"].nunique()
-    code, _, err = run(["recommend", "--model", tmp_path / "pop", "--train",
+    code, out, _ = run(["recommend", "--model", tmp_path / "pop", "--train",
                         prepared / "train.parquet", "--users", tmp_path / "users.csv", "--k",
                         n_items + 50, "--out", tmp_path / "all.parquet"], capsys)
-    assert code == 0 and "1 of 2 users" in err
+    assert code == 0 and "1 users unknown to the model got the most popular items" in out
     recs = pd.read_parquet(tmp_path / "all.parquet")
     seen = (train.user_id == users.user_id[0]).sum()
-    assert len(recs) == n_items - seen and recs["user_id"].unique().tolist() == [users.user_id[0]]
+    known, stranger = recs[recs.user_id == users.user_id[0]], recs[recs.user_id == "stranger"]
+    assert len(known) == n_items - seen and not known.fallback.any()
+    assert len(stranger) == n_items and stranger.fallback.all()  # nothing seen: every item
 
 
 def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, capsys):
@@ -144,3 +147,17 @@ def test_console_script_runs_outside_the_repo(tmp_path):
     exe = shutil.which("recsys") or str(__import__("pathlib").Path(sys.executable).parent / "recsys")
     done = subprocess.run([exe, "--help"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0 and "prepare" in done.stdout and "recommend" in done.stdout
+
+
+def test_evaluate_drops_test_pairs_that_are_training_pairs(tmp_path, capsys):
+    """The issue's example through the CLI: pop at k=2 gives recall@2 1.0 over one user."""
+    pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 3], "item_id": [10, 11, 10, 12, 10, 11, 13]}).to_csv(
+        tmp_path / "train.csv", index=False)
+    pd.DataFrame({"user_id": [1, 2, 2], "item_id": [10, 10, 11]}).to_csv(tmp_path / "test.csv", index=False)
+    assert run(["train", "--model", "pop", "--train", tmp_path / "train.csv", "--out", tmp_path / "pop"],
+               capsys)[0] == 0
+    code, out, _ = run(["evaluate", "--model", tmp_path / "pop", "--test", tmp_path / "test.csv",
+                        "--k", "2", "--json", tmp_path / "m.json"], capsys)
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert code == 0 and metrics["recall@2"] == 1.0 and metrics["users"] == 1
+    assert metrics["test_pairs_in_train"] == 2 and "2 test pairs are also training pairs" in out

@@ -136,3 +136,20 @@ def test_bad_k_and_empty_test():
             parse_ks(bad)
     with pytest.raises(RecsysError, match="no test user"):
         evaluate(FixedScores([[1.0]]), interactions([[0]]), k=1)
+
+
+def test_test_pairs_that_are_training_pairs_are_dropped_and_counted():
+    """train 1,10 1,11 2,10 2,12 3,10 3,11 3,13; test 1,10 2,10 2,11; pop at k=2: user 1's only
+    test item is a training item (dropped, user skipped); user 2 keeps item 11, ranked first
+    (popularity 2) among its unseen items -> recall@2 = 1.0 over one user."""
+    import pandas as pd
+
+    from recsys import create_model
+
+    train = Interactions.from_frame(pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 3],
+                                                  "item_id": [10, 11, 10, 12, 10, 11, 13]}))
+    test = Interactions.from_frame(pd.DataFrame({"user_id": [1, 2, 2], "item_id": [10, 10, 11]}),
+                                   user_map=train.user_map, item_map=train.item_map)
+    r = evaluate(create_model("pop").fit(train), test, train=train, k=2)
+    assert r["recall@2"] == 1.0 and r["users"] == 1
+    assert r["test_pairs_in_train"] == 2 and r["users_skipped"] == 2  # user 1, and user 3

@@ -29,8 +29,8 @@ def nested(sim):
 def cosines(model, users, items):
     """[users, items, heads] cosines of the trained module's heads, from its raw weights."""
     m = model.module_
-    u = torch.nn.functional.normalize(m.users.weight.view(-1, m.heads, m.factors), dim=-1)
-    v = torch.nn.functional.normalize(m.items.weight.view(-1, m.heads, m.factors), dim=-1)
+    u = torch.nn.functional.normalize(m.users().view(-1, m.heads, m.factors), dim=-1)
+    v = torch.nn.functional.normalize(m.items().view(-1, m.heads, m.factors), dim=-1)
     return torch.einsum("uhd,ihd->uih", u[users], v[items]).detach()
 
 
@@ -45,6 +45,10 @@ def test_scores_are_the_cumulative_logits_of_the_deepest_level(nested):
     # retrieval: the exported factors give the deepest level with one inner product
     assert torch.allclose(nested.user_factors()[users] @ nested.item_factors()[items].T,
                           z[..., -1], atol=1e-5)
+    cart = nested.at_level("cart")  # a view ranking by the cart level through its factors
+    assert torch.allclose(cart.user_factors()[users] @ cart.item_factors()[items].T,
+                          z[..., 1], atol=1e-5)
+    assert torch.allclose(nested.score(users, items), z[..., -1], atol=1e-5)  # model unchanged
     p = nested.score(users, items, probabilities=True)
     assert p.shape == (20, 30, 3)
     assert torch.allclose(p, torch.sigmoid(z - nested.thresholds_), atol=1e-6)
@@ -77,7 +81,7 @@ def test_save_load_keeps_levels_thresholds_and_level_scores(nested, tmp_path):
 
 
 def test_baselines_share_the_code_path(sim):
-    multi = create_model("gnolr", objective="multitask", **FAST).fit(sim.train)
+    multi = create_model("gnolr", objective="multitask", hidden=(16,), **FAST).fit(sim.train)
     users, items = np.arange(10), np.arange(15)
     c = cosines(multi, users, items) * multi.module_.scales
     # separate heads: each level ranks by its own head only
@@ -122,3 +126,43 @@ def test_cli_reads_a_csv_of_integer_levels(sim, tmp_path):
         tmp_path / "bad.csv", index=False)
     assert main(["train", "--model", "gnolr", "--train", str(tmp_path / "bad.csv"),
                  "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_export_and_batch_recommend_from_the_registry(sim, nested, sqlite_store, tmp_path, capsys):
+    nested.save(tmp_path / "m", seen=sim.train)
+    assert main(["export", "--model", str(tmp_path / "m"), "--name", "graded",
+                 "--alias", "champion"]) == 0
+    assert main(["recommend", "--model", "models:/graded@champion", "--k", "5",
+                 "--out", str(tmp_path / "r.parquet")]) == 0
+    recs = pd.read_parquet(tmp_path / "r.parquet").sort_values(["user_id", "rank"])
+    top, _ = nested.recommend(np.arange(sim.train.n_users), 5, exclude=sim.train)
+    expected = sim.train.item_map.to_ids(top).ravel()
+    assert recs["item_id"].tolist() == expected.tolist()
+
+
+def test_compare_on_a_graded_file_logs_level_metrics(sim, sqlite_store, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    frame = sim.train.to_frame().drop(columns=["rating", "timestamp"])
+    frame.rename(columns={"level": "event"}).to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "graded.yaml").write_text(f"""
+experiment: graded
+data: {{kind: file, path: {tmp_path / 'events.csv'}, level_col: event,
+        levels: click<cart<purchase}}
+models:
+  - name: gnolr
+    params: {{epochs: 3, factors: 8, device: cpu}}
+    grid: {{objective: [nested, multitask]}}
+k: [20]
+register_as: graded-model
+""")
+    assert main(["compare", "--config", str(tmp_path / "graded.yaml")]) == 0
+    client = MlflowClient()
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("graded").experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"purchase_ndcg_at_20", "cart_recall_at_20", "graded_ndcg_at_20"} <= set(
+            run.data.metrics)
+    assert "models:/graded-model@champion" in capsys.readouterr().out

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from recsys import create_model
 from recsys.augment.graph_views import (
     CrossLayerViews,
     NoiseViews,
@@ -17,7 +18,7 @@ from recsys.augment.graph_views import (
 from recsys.data import Interactions
 from recsys.data.graph import BipartiteGraph
 from recsys.errors import RecsysError
-from recsys.losses import first_occurrence, info_nce
+from recsys.losses import distinct, first_occurrence, info_nce
 from recsys.nn.graph import LightGCN, layer_mean, propagate
 
 
@@ -186,6 +187,15 @@ def test_first_occurrence():
     assert first_occurrence(ids).tolist() == [True, True, False, True, False, False, True]
 
 
+def test_distinct_holds_each_value_once_in_a_fixed_length():
+    ids = torch.tensor([5, 2, 5, 7, 2, 2, 9])
+    rows, keep = distinct(ids, bound=10)
+    assert len(rows) == 7 and sorted(rows[keep].tolist()) == [2, 5, 7, 9]
+    assert set(rows[~keep].tolist()) <= {2, 5, 7, 9}
+    rows, keep = distinct(ids, bound=4)  # 4 possible values: the result is cut to 4 rows
+    assert len(rows) == 4 and keep.all() and sorted(rows.tolist()) == [2, 5, 7, 9]
+
+
 def test_info_nce_hand_computed():
     # cos(a0, b1) = 0, cos(a1, b1) = 1
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
@@ -202,5 +212,72 @@ def test_info_nce_with_keep_equals_the_loss_over_unique_rows():
     ids = torch.tensor([3, 1, 3, 8, 1, 0, 3])
     unique = torch.unique(ids)
     expected = info_nce(table1[unique], table2[unique], 0.2)
-    got = info_nce(table1[ids], table2[ids], 0.2, keep=first_occurrence(ids))
+    rows, keep = distinct(ids, bound=10)
+    assert not keep.all()
+    got = info_nce(table1[rows], table2[rows], 0.2, keep=keep)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---- the lightgcn model and its presets -------------------------------------------------
+
+FAST = {"factors": 8, "layers": 2, "epochs": 3, "batch_size": 512, "progress": False, "device": "cpu"}
+
+
+def test_loss_parts_match_a_dense_computation(tiny):
+    model = create_model("xsimgcl", **FAST, reg=0.01, ssl_weight=0.3, temperature=0.5, eps=0.0)
+    model.module_ = model.build(tiny, torch.device("cpu"))
+    users, pos, neg = torch.tensor([0, 2, 0]), torch.tensor([1, 4, 1]), torch.tensor([2, 0, 3])
+    parts = model.loss(users, pos, neg)
+    assert set(parts) == {"bpr", "reg", "ssl"}
+    ego = model.module_.ego.weight.detach()
+    dense = dense_adjacency(tiny)
+    layers = [torch.linalg.matrix_power(dense, k) @ ego for k in range(3)]
+    final = (layers[1] + layers[2]) / 2  # the xsimgcl preset leaves e^(0) out of the mean
+    u, i, j = final[users], final[tiny.n_users + pos], final[tiny.n_users + neg]
+    bpr = -torch.log(torch.sigmoid((u * i).sum(1) - (u * j).sum(1))).mean()
+    reg = 0.01 * (ego[users].pow(2).sum() + ego[tiny.n_users + pos].pow(2).sum()
+                  + ego[tiny.n_users + neg].pow(2).sum()) / 6
+    # eps 0: the views are the clean readout and layer 1; users 0 and 2, items 1 and 4 (unique)
+    ssl = 0.3 * (info_nce(final[[0, 2]], layers[1][[0, 2]], 0.5)
+                 + info_nce(final[tiny.n_users + torch.tensor([1, 4])],
+                            layers[1][tiny.n_users + torch.tensor([1, 4])], 0.5))
+    for name, expected in {"bpr": bpr, "reg": reg, "ssl": ssl}.items():
+        assert parts[name].item() == pytest.approx(expected.item(), rel=1e-5), name
+
+
+def test_exported_factors_are_the_clean_readout(small_data):
+    model = create_model("simgcl", **FAST, valid_frac=0.0).fit(small_data)
+    final = model.module_(model.adj_)[0].detach()
+    assert torch.allclose(model.user_factors(), final[:small_data.n_users])
+    assert torch.allclose(model.item_factors(), final[small_data.n_users:])
+    assert torch.allclose(model.score(np.array([3])), final[3] @ final[small_data.n_users:].T, atol=1e-6)
+
+
+class ViewRecorder:
+    """A training hook that keeps the SGL views' edge values seen at each epoch start."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def on_epoch_start(self, epoch):
+        self.seen.append(self.model.views_.views[0].values().clone())
+
+
+def test_sgl_redraws_views_every_epoch_and_logs_each_loss_part(small_data):
+    model = create_model("sgl", **FAST, valid_frac=0.0, drop_rate=0.3)
+    recorder = ViewRecorder(model)
+    model.fit(small_data, callbacks=[recorder])
+    assert len(recorder.seen) == 3
+    assert not torch.equal(recorder.seen[0], recorder.seen[1])
+    kept = (recorder.seen[0][:small_data.nnz] > 0).float().mean().item()
+    assert abs(kept - 0.7) < 0.03
+    assert all({"bpr", "reg", "ssl"} <= set(h) for h in model.history_)
+    plain = create_model("lightgcn", **FAST, valid_frac=0.0).fit(small_data)
+    assert "ssl" not in plain.history_[0] and "bpr" in plain.history_[0]
+
+
+def test_bad_augmentation_settings_are_one_clear_error(small_data):
+    with pytest.raises(RecsysError, match="cl_layer|contrast layer"):
+        create_model("xsimgcl", **FAST, cl_layer=3).fit(small_data)
+    with pytest.raises(RecsysError, match="view"):
+        create_model("sgl", **FAST, view="walk")

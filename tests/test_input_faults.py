@@ -108,7 +108,7 @@ FILE_CASES = [
     ("movielens bad rating", "u.data", "1\t10\t4\t100\n2\t10\tfour\t100\n", [],
      "column 'rating' row 2: 'four' is not a finite number"),
     ("min-rating keeps no row", "r.csv", "user_id,item_id,rating\na,x,1\nb,y,5\n", ["--min-rating", "6"],
-     "--min-rating 6 keeps no row (column 'rating' ranges from 1 to 5)"),
+     "no row is rated at least 6, nothing is left (column 'rating' ranges from 1 to 5)"),
     ("a folder as input", "folder", None, [], "no MovieLens ratings file (u.data, ratings.dat, ratings.csv)"),
     ("one column for users and items", "u.csv", "user_id,item_id\na,x\n", ["--item-col", "user_id"],
      "the user and item columns must differ, both are 'user_id'"),

@@ -1,5 +1,12 @@
+import numpy as np
+import pandas as pd
+import pytest
 import torch
+import torch.nn.functional as F
 
+from recsys import Interactions, create_model
+from recsys.augment.llmrec import Augmentation
+from recsys.errors import RecsysError
 from recsys.models.llmrec_parts import SideInfo, keep_smallest, sce_loss
 
 
@@ -39,3 +46,66 @@ def test_mae_masks_a_copy_and_trains_projection_and_decoder():
     assert torch.equal(s.user_x, stored[0]) and torch.equal(s.item_x, stored[1])
     for layer in (s.user_proj, s.item_proj, s.user_dec, s.item_dec):
         assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """8 users x 6 items, and an augmentation folder with three hand-made triples."""
+    d = tmp_path_factory.mktemp("llmrec")
+    rows = [(u, i) for u in range(8) for i in range(6) if (u + i) % 3 == 0]
+    train = Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id"]))
+    triples = np.array([[0, 1, 2], [1, 0, 4], [2, 2, 3]])
+    Augmentation(triples, np.array([f"film {i} drama" for i in range(6)], dtype=object),
+                 np.array([f"likes drama {u}" for u in range(8)], dtype=object),
+                 {"augmenter": "offline"}).save(d / "aug", train.user_map, train.item_map)
+    return train, d
+
+
+def fit_tiny(tiny, **params):
+    train, d = tiny
+    settings = {"augmentation": str(d / "aug"), "factors": 8, "layers": 2, "epochs": 2,
+                "batch_size": 16, "valid_frac": 0.0, "progress": False, "device": "cpu", **params}
+    return create_model("llmrec", **settings).fit(train)
+
+
+def test_augmented_terms_join_the_batch_mean_after_pruning(tiny, monkeypatch):
+    monkeypatch.setenv("RECSYS_DATA_HOME", str(tiny[1] / "cache"))
+    model = fit_tiny(tiny, aug_rate=0.5, prune=0.5)
+    users, pos, neg = torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 1, 0]), torch.tensor([1, 1, 0, 2])
+    state = model.aug_generator_.get_state()
+    parts = model.loss(users, pos, neg)
+    model.aug_generator_.set_state(state)
+    pick = torch.randint(3, (2,), generator=model.aug_generator_)  # round(0.5 * 4) = 2 triples
+    nodes, n_users = model.module_.last.detach(), 8
+
+    def terms(u, i, j):
+        eu = nodes[u]
+        return -F.logsigmoid((eu * nodes[i + n_users]).sum(-1) - (eu * nodes[j + n_users]).sum(-1))
+
+    batch = terms(users, pos, neg)
+    aug = terms(*model.aug_triples_[pick].T)
+    kept = aug.min()  # prune 0.5 of 2 terms: the smaller one stays
+    assert torch.allclose(parts["bpr"].detach(), batch.sum() / 5)
+    assert torch.allclose(parts["aug"].detach(), kept / 5)
+    assert "mae" not in parts
+
+
+def test_no_triples_and_mae_parts(tiny, monkeypatch):
+    monkeypatch.setenv("RECSYS_DATA_HOME", str(tiny[1] / "cache"))
+    model = fit_tiny(tiny, aug_rate=0.0, mae_weight=0.5, user_side=0.1, item_side=0.3)
+    assert {"bpr", "reg", "mae"} <= set(model.history_[-1]) and "aug" not in model.history_[-1]
+    assert model.fit_info_["encoder"]["name"] == "all-MiniLM-L6-v2"
+    # the exported factors are the graph readout plus side vectors of length user_side/item_side
+    with torch.no_grad():
+        readout = model.module_.graph(model.adj_)[0]
+    for factors, graph_part, weight in ((model.user_factors(), readout[:8], 0.1),
+                                        (model.item_factors(), readout[8:], 0.3)):
+        torch.testing.assert_close((factors - graph_part).norm(dim=1), torch.full((len(factors),), weight))
+
+
+def test_llmrec_needs_text_and_no_graph_views(tiny):
+    train, _ = tiny
+    with pytest.raises(RecsysError, match="llmrec needs item text"):
+        create_model("llmrec", progress=False).fit(train)
+    with pytest.raises(RecsysError, match="augment must be none"):
+        create_model("llmrec", augment="sgl", progress=False).fit(train)

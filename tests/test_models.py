@@ -90,6 +90,22 @@ def test_pair_sampler_covers_positives_and_avoids_them_as_negatives(small_data):
     assert sampler.is_positive(users, neg).float().mean() < 0.3**4 + 0.005
 
 
+def test_pair_sampler_membership_bitset_and_binary_search_agree(small_data, monkeypatch):
+    from recsys.data import sampling
+
+    gen = torch.Generator().manual_seed(0)
+    users = torch.randint(small_data.n_users, (5000,), generator=gen)
+    items = torch.randint(small_data.n_items, (5000,), generator=gen)
+    dense = torch.from_numpy(small_data.matrix.toarray() != 0)
+    expected = dense[users, items]
+    assert expected.any() and not expected.all()
+    bitset = PairSampler(small_data, 64).is_positive(users, items)
+    monkeypatch.setattr(sampling, "BITSET_CELLS", 0)
+    searched = PairSampler(small_data, 64)
+    assert torch.equal(searched.is_positive(users, items), expected)
+    assert searched.membership.dtype == torch.int64 and torch.equal(bitset, expected)
+
+
 @pytest.mark.parametrize("loss", ["bpr", "bce", "wmf", "relmf", "ubpr"])
 def test_mf_trains_with_every_loss(loss, split_data):
     model = create_model("mf", loss=loss, factors=8, epochs=3, valid_frac=0.0, progress=False,

@@ -11,48 +11,49 @@ from pipelines.batch import recommend_to_parquet
 from pipelines.cli import main
 from recsys import create_model
 from recsys.data import Interactions
+from recsys.inference import Ranker
 
 
 @pytest.fixture
-def pop_model():
+def pop_ranker():
     df = pd.DataFrame({"user_id": np.repeat(np.arange(30), 3), "item_id": np.arange(90) % 7})
     data = Interactions.from_frame(df)
-    return create_model("pop").fit(data), data
+    return Ranker(create_model("pop").fit(data), data), data
 
 
-def test_recommend_out_is_replaced_whole_or_not_at_all(pop_model, tmp_path):
-    model, data = pop_model
+def test_recommend_out_is_replaced_whole_or_not_at_all(pop_ranker, tmp_path):
+    ranker, data = pop_ranker
     out = tmp_path / "recs.parquet"
-    users = np.arange(data.n_users)
-    assert recommend_to_parquet(model, users, 2, out, exclude=data, progress=False) == 60
+    users = data.user_map.ids
+    assert recommend_to_parquet(ranker, users, 2, out, progress=False)["rows"] == 60
     before = out.read_bytes()
 
     calls = []
-    real = model.recommend
+    real = ranker.recommend
 
-    def interrupted(batch, k, exclude=None):
+    def interrupted(batch, k, **kwargs):
         calls.append(len(batch))
         if len(calls) == 2:  # mid-write: the target is still the old file; the new one is beside it
             assert out.read_bytes() == before
             assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
             raise KeyboardInterrupt
-        return real(batch, k, exclude=exclude)
+        return real(batch, k, **kwargs)
 
-    model.recommend = interrupted
+    ranker.recommend = interrupted
     with pytest.raises(KeyboardInterrupt):
-        recommend_to_parquet(model, users, 3, out, exclude=data, chunk_users=10, progress=False)
+        recommend_to_parquet(ranker, users, 3, out, chunk_users=10, progress=False)
     assert out.read_bytes() == before and len(pd.read_parquet(out)) == 60
     assert sorted(p.name for p in tmp_path.iterdir()) == ["recs.parquet"]
 
-    model.recommend = real
-    assert recommend_to_parquet(model, users, 3, out, exclude=data, chunk_users=10, progress=False) == 90
+    ranker.recommend = real
+    assert recommend_to_parquet(ranker, users, 3, out, chunk_users=10, progress=False)["rows"] == 90
     assert pd.read_parquet(out).groupby("user_id").size().tolist() == [3] * 30
 
 
-def test_chunk_users_must_be_positive(pop_model, tmp_path):
-    model, data = pop_model
+def test_chunk_users_must_be_positive(pop_ranker, tmp_path):
+    ranker, data = pop_ranker
     with pytest.raises(ValueError, match="chunk_users must be positive, got -1"):
-        recommend_to_parquet(model, np.arange(3), 2, tmp_path / "r.parquet", chunk_users=-1)
+        recommend_to_parquet(ranker, data.user_map.ids[:3], 2, tmp_path / "r.parquet", chunk_users=-1)
     assert not (tmp_path / "r.parquet").exists()
 
 

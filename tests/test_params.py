@@ -112,3 +112,14 @@ def test_cli_types_tuples_and_optionals(small_log, tmp_path):
     assert model.beta is None and model.factors == 4 and model.epochs == 2
     assert np.isfinite(model.score(np.array([0])).numpy()).all()
 
+
+
+def test_models_lists_types_ranges_and_preset_values(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    mf = out[out.index("\nmf:"):out.index("\npop:")]
+    assert "\n  factors: int > 0 = 64\n" in mf and "\n  loss: bpr|ubpr|bce|wmf|relmf = bpr\n" in mf
+    assert "\n  valid_frac: float >= 0 < 1 = 0.1\n" in mf and "\n  beta: float >= 0 | None = None" in mf
+    relmf = out[out.index("\nrelmf:"):]
+    assert "\n  loss: bpr|ubpr|bce|wmf|relmf = relmf (preset)\n" in relmf
+    assert "pop: (no parameters)" in out

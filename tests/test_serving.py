@@ -1,7 +1,6 @@
 """The scoring endpoint: engine results against the in-process model, and real HTTP on
 127.0.0.1 (bad requests, concurrent load, reloads under load, the CLI from the registry)."""
 
-import http.client
 import json
 import os
 import signal
@@ -10,17 +9,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
+import scipy.sparse as sp
+from http_client import Client, running
 
 from recsys import create_model
 from recsys.models.base import save_seen
 from serving import Settings, create_app
-from serving.engine import Engine, RequestError
+from serving.engine import Engine, Query, RequestError
 from serving.loader import load_engine
 
 K = 7
@@ -67,7 +66,7 @@ def test_engine_top_k_matches_the_model(engine, als, small_data, monkeypatch):
     users = small_data.user_map.ids[:25].tolist()
     got = [r.item_ids for r in engine.recommend_many(users, K)]
     assert got == expected_top(als, small_data, users, K)
-    monkeypatch.setattr("serving.engine.BLOCK_SCORES", 2 * small_data.n_items)  # blocks of 2 users
+    monkeypatch.setattr("recsys.inference.SCORE_BUDGET", 2 * small_data.n_items)  # blocks of 2 users
     mixed = engine.recommend_many([*users[:5], "nobody"], K)
     assert [r.item_ids for r in mixed[:5]] == got[:5] and mixed[5].fallback
     one = engine.recommend(users[0], K)
@@ -158,9 +157,9 @@ def test_concurrent_requests_share_one_product(engine, small_data):
     calls = []
     original = engine.recommend_each
 
-    def counting(user_ids, ks, exclude_seen):
-        calls.append(len(user_ids))
-        return original(user_ids, ks, exclude_seen)
+    def counting(queries):
+        calls.append(len(queries))
+        return original(queries)
 
     users = [*small_data.user_map.ids[:9].tolist(), "nobody"]
 
@@ -168,7 +167,8 @@ def test_concurrent_requests_share_one_product(engine, small_data):
 
     async def burst():
         try:
-            return await asyncio.gather(*(batcher.recommend(engine, u, 3 + i % 2, i % 3 > 0)
+            return await asyncio.gather(*(batcher.recommend(engine, Query(u, k=3 + i % 2,
+                                                                          exclude_seen=i % 3 > 0))
                                           for i, u in enumerate(users)))
         finally:
             await batcher.stop()
@@ -187,38 +187,6 @@ def test_concurrent_requests_share_one_product(engine, small_data):
 
 
 # ---- HTTP -----------------------------------------------------------------------------------
-@contextmanager
-def running(app, port):
-    """Serve `app` with uvicorn on 127.0.0.1:port in a thread; stop it afterwards."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-class Client:
-    """A keep-alive JSON client over http.client (one per thread)."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def call(self, method, path, body=None, raw=None, headers=()):
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        self.conn.request(method, path, data, {"content-type": "application/json", **dict(headers)})
-        response = self.conn.getresponse()
-        text = response.read().decode()
-        kind = response.getheader("content-type", "")
-        return response.status, json.loads(text) if kind.startswith("application/json") else text
-
-
 @pytest.fixture
 def server(model_dirs, free_port, attributes, tmp_path):
     attributes.to_csv(tmp_path / "attributes.csv", index=False)
@@ -437,3 +405,138 @@ def test_serve_fails_fast_on_a_bad_model(tmp_path, capsys):
     assert "no such model folder" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "serving setting model (RECSYS_SERVE_MODEL)" in capsys.readouterr().err
+
+
+# ---- new users --------------------------------------------------------------------------------
+def test_http_history_folds_in_unknown_users(server, als, small_data):
+    history = small_data.item_map.ids[[1, 5, 9]].tolist()
+    vector = als.user_vectors(history=sp.csr_matrix(
+        (np.ones(3, np.float32), ([0, 0, 0], [1, 5, 9])), shape=(1, small_data.n_items))).numpy()[0]
+    scores = als.item_factors().numpy() @ vector
+    scores[[1, 5, 9]] = -np.inf
+    expected = small_data.item_map.ids[np.lexsort((np.arange(len(scores)), -scores))[:K]].tolist()
+    status, body = server.call("POST", "/recommend", {"user_id": "newcomer", "k": K,
+                                                      "history": [*history, "no-such-item"]})
+    assert status == 200 and body["folded_in"] and not body["fallback"]
+    assert [i["item_id"] for i in body["items"]] == expected
+    assert body["unknown_item_ids"] == ["no-such-item"]
+    known = small_data.user_map.ids[0]
+    status, body = server.call("POST", "/recommend/batch", {
+        "user_ids": [known, "newcomer", "stranger"], "k": K,
+        "history": {"newcomer": history, known: history}})  # a known user's history is not read
+    flags = [(r["fallback"], r["folded_in"]) for r in body["results"]]
+    assert status == 200 and flags == [(False, False), (False, True), (True, False)]
+    assert [i["item_id"] for i in body["results"][1]["items"]] == expected
+    assert [i["item_id"] for i in body["results"][0]["items"]] == expected_top(als, small_data, [known], K)[0]
+    status, body = server.call("POST", "/score", {"user_id": "newcomer", "history": history,
+                                                  "item_ids": expected[:2]})
+    assert status == 200 and body["folded_in"] and np.allclose(
+        [s["score"] for s in body["scores"]], scores[small_data.item_map.index_of(expected[:2])], atol=1e-5)
+    status, text = server.call("GET", "/metrics")
+    assert "recsys_fallback_users_total 1.0" in text  # only "stranger" fell back
+
+
+# ---- faults -----------------------------------------------------------------------------------
+def test_score_answers_every_requested_id_in_order(server, als, small_data):
+    user = small_data.user_map.ids[0]
+    items = small_data.item_map.ids[[3, 1, 3, 3, 0]].tolist()
+    status, body = server.call("POST", "/score", {"user_id": user, "item_ids": items})
+    reference = als.score(np.array([0]), np.array([3, 1, 3, 3, 0]))[0].numpy()
+    assert status == 200 and [s["item_id"] for s in body["scores"]] == items
+    assert np.allclose([s["score"] for s in body["scores"]], reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"user_id": NaN}', b'{"user_id": "u1", "k": Infinity}', b'{"user_id": "u1", "k": -Infinity}',
+    b'{"user_id": "u1", "item_ids": [NaN]}', b'{"user_id": "u1", "filters": {"shop": [Infinity]}}',
+    b'{"user_id": "u1", "k": 1e999}', b'{"user_id": "u1", "exclude_seen": NaN}',
+    b'{"user_ids": ["u1"], "history": {"u1": [NaN]}}',
+])
+def test_json_nan_and_infinity_are_422(server, raw):
+    path = "/recommend/batch" if b"user_ids" in raw else "/recommend"
+    status, body = server.call("POST", path, raw=raw)
+    assert status == 422 and body["detail"][0]["type"] == "json_invalid", body
+
+
+def test_error_bodies_show_only_a_prefix_of_bad_values(server):
+    huge = "x" * 100_000
+    for path, payload in [("/recommend", {"user_id": [huge]}), ("/recommend", {"user_id": "u", "k": huge}),
+                          ("/recommend", {"user_id": "u", "filters": {huge: ["a"]}}),
+                          ("/score", {"user_id": "u", "item_ids": [{"a": huge}]}),
+                          ("/recommend", {"user_id": "u", huge: 1})]:
+        status, body = server.call("POST", path, payload)
+        text = json.dumps(body)
+        assert status == 422 and len(text) < 1000 and "x" * 50 not in text, (path, text[:300])
+    status, body = server.call("GET", f"/similar/{'y' * 5000}")
+    assert status == 404 and len(json.dumps(body)) < 300
+
+
+def test_request_body_limit_is_413(model_dirs, free_port):
+    settings = Settings(model=str(model_dirs[0]), max_body_bytes=2000)
+    with running(create_app(settings, load_engine(settings)), free_port) as port:
+        client = Client(port)
+        status, body = client.call("POST", "/score", {"user_id": "u", "item_ids": ["i"] * 1000})
+        assert status == 413, body
+        assert client.call("POST", "/score", {"user_id": "u", "item_ids": ["i"] * 10})[0] == 200
+
+
+def broken_models(root, good):
+    """Model folders that fail to load in the ways a folder breaks (each named by its fault)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folders = {}
+
+    def copy(name):
+        shutil.copytree(good, root / name)
+        folders[name] = root / name
+        return root / name
+
+    state = load_file(str(good / "weights.safetensors"))
+    for name, rows in (("more_item_rows", 3), ("fewer_item_rows", -3)):
+        weights = dict(state)
+        items = weights["item_factors"]
+        weights["item_factors"] = items[:rows] if rows < 0 else torch.cat([items, items[:rows]])
+        save_file(weights, str(copy(name) / "weights.safetensors"))
+    data = (good / "weights.safetensors").read_bytes()
+    (copy("truncated_weights") / "weights.safetensors").write_bytes(data[:len(data) // 2])
+    (copy("missing_items") / "items.json").unlink()
+    (copy("invalid_config") / "config.json").write_text("{not json")
+    (copy("renamed_model") / "config.json").write_text(
+        (good / "config.json").read_text().replace('"als"', '"no-such-model"'))
+    seen = (good / "seen.npz").read_bytes()
+    (copy("truncated_seen") / "seen.npz").write_bytes(seen[:len(seen) // 2])
+    return folders
+
+
+def test_reload_of_a_broken_model_is_400_and_keeps_serving(server, model_dirs, tmp_path, small_data):
+    token = {"authorization": "Bearer s3cret"}
+    user = small_data.user_map.ids[0]
+    before = server.call("POST", "/recommend", {"user_id": user, "k": 5})[1]
+    for fault, folder in broken_models(tmp_path, model_dirs[0]).items():
+        status, body = server.call("POST", "/admin/reload", {"model": str(folder)}, headers=token)
+        assert status == 400 and "still serving the previous model" in body["detail"], (fault, body)
+        status, after = server.call("POST", "/recommend", {"user_id": user, "k": 5})
+        assert status == 200 and after["items"] == before["items"], fault
+    assert server.call("GET", "/readyz")[1]["source"] == str(model_dirs[0])
+
+
+def test_reload_errors_hide_tracking_credentials(server, monkeypatch, free_port):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:pa55word@127.0.0.1:{free_port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    status, body = server.call("POST", "/admin/reload", {"model": "models:/shop@champion"},
+                               headers={"authorization": "Bearer s3cret"})
+    assert status == 400 and "still serving" in body["detail"]
+    assert "pa55word" not in body["detail"] and "alice" not in body["detail"]
+    assert "http://***@127.0.0.1" in body["detail"]
+
+
+def test_an_empty_admin_token_disables_reload(model_dirs, free_port):
+    settings = Settings(model=str(model_dirs[0]), admin_token="")
+    with running(create_app(settings, load_engine(settings)), free_port) as port:
+        for headers in ({}, {"authorization": "Bearer "}):
+            status, body = Client(port).call("POST", "/admin/reload", headers=headers)
+            assert status == 403 and "reload is disabled" in body["detail"]

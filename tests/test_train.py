@@ -241,6 +241,14 @@ def test_tiny_data_trains_without_early_stopping_and_says_so(caplog):
     assert model.fit_info_["epochs_run"] == 3 and model.fit_info_["best_valid"] is None
 
 
+def test_automatic_validation_sample_bounds_the_scores():
+    from recsys.models.torch_model import auto_valid_users
+
+    # 2^23 scores per validation, between 2000 and 10000 users
+    assert [auto_valid_users(n) for n in (150, 838, 839, 1682, 4000, 4194, 4195, 10**6)] == [
+        10000, 10000, 9998, 4987, 2097, 2000, 2000, 2000]
+
+
 def test_shared_settings_are_declared_once():
     from recsys.models.mf import MF
 

@@ -110,7 +110,9 @@ def test_new_users_from_features_and_history_survive_save_load(cfm_model, featur
 def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
     from pipelines.cli import main
 
-    small_log.to_csv(tmp_path / "train.csv", index=False)
+    test = small_log.groupby("user_id").tail(1)  # evaluated on pairs it did not train on
+    small_log.drop(test.index).to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
     data = Interactions.from_frame(small_log)
     item_frame(data).to_csv(tmp_path / "items.csv", index=False)
     user_frame(data).to_csv(tmp_path / "users.csv", index=False)
@@ -124,5 +126,22 @@ def test_cli_trains_two_tower_with_feature_files(featured, small_log, tmp_path):
     assert model.ssl == "cfm" and len(model.item_map_) == data.n_items + 2
     assert set(model.features_) == {"item_features", "user_features"}
     assert model.features_["user_features"]["gender"].vocab.values == ["f", "m"]
-    assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "train.csv"),
+    assert main(["evaluate", "--model", str(out), "--test", str(tmp_path / "test.csv"),
                  "--k", "10"]) == 0
+
+
+def test_the_ranker_answers_new_users_from_request_features(cfm_model, featured):
+    from recsys.inference import Query, Ranker
+
+    ranker = Ranker(cfm_model, featured)
+    history = featured.item_map.ids[featured.matrix[0].indices[:3]].tolist()
+    by_features, both, neither = ranker.rank([Query("new1", features={"gender": "f"}, k=5),
+                                               Query("new2", features={"gender": "f"}, history=history, k=5),
+                                               Query("new3", k=5)])
+    assert by_features.folded_in and both.folded_in and neither.fallback
+    table = cfm_model.features_["user_features"].encode(
+        pd.DataFrame({"user_id": ["new1"], "gender": ["f"]}), "user_id")
+    scores = (cfm_model.item_factors() @ cfm_model.user_vectors(features=table)[0]).numpy()
+    expected = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:5]
+    assert by_features.item_ids == featured.item_map.ids[expected].tolist()
+    assert not set(history) & set(both.item_ids)  # the history counts as seen

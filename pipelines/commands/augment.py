@@ -10,11 +10,11 @@ from recsys.errors import RecsysError
 
 
 def cmd_augment(args: argparse.Namespace) -> None:
-    from pipelines.export import open_model
     from recsys.atomic import check_folder_target
     from recsys.augment.llmrec import MANIFEST, augment, item_texts
     from recsys.augment.text import TextEncoder
     from recsys.data.features import read_features
+    from recsys.store import open_model
 
     check_folder_target(args.out, MANIFEST)  # before any work: never replace a foreign folder
     base, _, label = open_model(args.base)

@@ -86,7 +86,7 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_and_data(args: argparse.Namespace):
     """The model named by --model and the items to exclude: --train, else the stored ones."""
-    from pipelines.export import open_model
+    from recsys.store import open_model
 
     model, seen, _ = open_model(args.model)
     if args.train:

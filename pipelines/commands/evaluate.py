@@ -9,8 +9,9 @@ from pipelines.commands.common import check_out, model_and_data, model_arguments
 from recsys.atomic import write_text
 from recsys.data.files import read_interactions
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import evaluate, parse_ks
+from recsys.evaluate.evaluator import evaluate
 from recsys.evaluate.graded import graded_metrics
+from recsys.ranking import parse_ks
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -34,6 +35,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     dropped = report["test_rows_dropped_unknown_user"] + report["test_rows_dropped_unknown_item"]
     if dropped:
         print(f"note: {dropped} test rows with users/items unknown to the model were not scored")
+    if metrics["test_pairs_in_train"]:
+        print(f"note: {metrics['test_pairs_in_train']} test pairs are also training pairs (never "
+              "recommended, so never a hit) and were not scored")
     if args.json:
         write_text(args.json, json.dumps(report, indent=2))
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
+import pandas as pd
 
 from pipelines.commands.common import check_out, model_and_data, model_arguments, positive_int
-from recsys.data.idmap import normalize_ids
 from recsys.data.io import read_table
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import parse_ks
+from recsys.ranking import parse_ks
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from pipelines.batch import recommend_to_parquet
-
     k = parse_ks(args.k)
     if len(k) != 1:
         raise RecsysError(f"--k takes one value for recommend, got {args.k}")
@@ -24,27 +21,51 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     if args.spark:
         _recommend_spark(args, k[0])
         return
+    from pipelines.batch import align_rows, recommend_to_parquet
+    from recsys.inference import Ranker
+
     model, train = model_and_data(args)
-    if args.users:
-        frame = read_table(args.users, ["user_id"])
-        idx = model.user_map_.index_of(frame["user_id"])
-        unknown = int((idx < 0).sum())
+    user_ids, history_ids, history = _users_and_history(args, model)
+    counts = recommend_to_parquet(Ranker(model, train), user_ids, k[0], args.out,
+                                  history=None if history is None else align_rows(
+                                      history, history_ids, user_ids),
+                                  chunk_users=args.chunk_users)
+    print(f"{counts['rows']} recommendations for {len(user_ids)} users -> {args.out}")
+    _notes(counts)
+
+
+def _users_and_history(args: argparse.Namespace, model):
+    """The users to answer (the --users file, else every known user and every history user) in
+    the model's id type, and the --history users and their items (or None)."""
+    from pipelines.batch import read_history, user_ids_like
+
+    history_ids, history = np.zeros(0, model.user_map_.ids.dtype), None
+    if args.history:
+        history_ids, history, unknown = read_history(args.history, model.user_map_, model.item_map_)
         if unknown:
-            print(f"note: {unknown} of {len(idx)} users in {args.users} are unknown to the model "
-                  "and get no recommendations", file=sys.stderr)
-        users = np.unique(idx[idx >= 0])
-        if len(users) == 0:
-            raise RecsysError(f"{args.users}: none of its users are known to the model")
-    else:
-        users = np.arange(len(model.user_map_))
-    rows = recommend_to_parquet(model, users, k[0], args.out, exclude=train,
-                                chunk_users=args.chunk_users)
-    print(f"{rows} recommendations for {len(users)} users -> {args.out}")
+            print(f"note: {unknown} rows of {args.history} name items unknown to the model and "
+                  "were left out")
+    if args.users:
+        ids = user_ids_like(read_table(args.users, ["user_id"])["user_id"], model.user_map_.is_integer,
+                            args.users)
+        return pd.unique(ids), history_ids, history
+    new = history_ids[model.user_map_.index_of(history_ids) < 0]
+    return np.concatenate([model.user_map_.ids, new]), history_ids, history
+
+
+def _notes(counts: dict[str, int]) -> None:
+    if counts["folded_in"]:
+        print(f"note: {counts['folded_in']} users unknown to the model were answered from their "
+              "history (folded_in column)")
+    if counts["fallback"]:
+        print(f"note: {counts['fallback']} users unknown to the model got the most popular items "
+              "(fallback column)")
 
 
 def _recommend_spark(args: argparse.Namespace, k: int) -> None:
-    from pipelines.export import open_model
+    from pipelines.batch import align_rows, history_lists
     from pipelines.spark_batch import recommend_spark_to_parquet
+    from recsys.store import open_model
 
     if not args.model.startswith("models:/"):
         raise RecsysError(f"--spark scores an exported pyfunc model: pass models:/NAME@ALIAS, "
@@ -52,24 +73,30 @@ def _recommend_spark(args: argparse.Namespace, k: int) -> None:
     if args.train:
         raise RecsysError("--spark excludes the training items stored in the exported model; "
                           "drop --train")
-    if args.users:
-        users = normalize_ids(read_table(args.users, ["user_id"])["user_id"])
-    else:
-        users = open_model(args.model)[0].user_map_.ids
-    rows = recommend_spark_to_parquet(args.model, users.tolist(), k, args.out)
-    print(f"{rows} recommendations for {len(users)} users -> {args.out} (Parquet folder)")
+    model = open_model(args.model)[0]
+    user_ids, history_ids, history = _users_and_history(args, model)
+    histories = None
+    if history is not None:  # item id lists, read by the exported model as they are locally
+        histories = history_lists(align_rows(history, history_ids, user_ids), model.item_map_)
+    rows = recommend_spark_to_parquet(args.model, user_ids.tolist(), k, args.out,
+                                      histories=histories)
+    print(f"{rows} recommendations for {len(user_ids)} users -> {args.out} (Parquet folder)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("recommend", help="batch top-K recommendations to Parquet")
     model_arguments(rec)
-    rec.add_argument("--users", help="file with a user_id column (default: all known users)")
+    rec.add_argument("--users", help="file with a user_id column (default: all known users and "
+                     "the users of --history)")
+    rec.add_argument("--history", help="file with user_id,item_id rows: users the model does not "
+                     "know are answered from these items (folded in) when the model can")
     rec.add_argument("--k", default="20", help="items per user (default 20; up to the catalogue)")
-    rec.add_argument("--out", required=True, help="output Parquet: user_id,item_id,score,rank")
+    rec.add_argument("--out", required=True, help="output Parquet: user_id, item_id, score, rank, "
+                     "fallback, folded_in")
     rec.add_argument("--chunk-users", type=positive_int,
                      help="users scored per chunk (default: by memory)")
     rec.add_argument("--spark", action="store_true",
                      help="score on a local Spark session through mlflow.pyfunc.spark_udf "
-                     "(needs the [spark] extra and a models:/ URI; --out becomes a Parquet folder; "
-                     "unknown users get popular items flagged in a fallback column)")
+                     "(needs the [spark] extra and a models:/ URI; --out becomes a Parquet folder "
+                     "with the same rows as without --spark)")
     rec.set_defaults(func=cmd_recommend)

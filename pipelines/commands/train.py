@@ -41,7 +41,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         except RecsysError as exc:
             raise RecsysError(f"--{flag.replace('_', '-')}: {exc}") from None
     check_model_target(args.out)
-    model = create_model(args.model, **parse_params(args.model, args.param))
+    params = parse_params(args.model, args.param)
+    if args.augmentation:
+        if "augmentation" not in get_model_class(args.model).param_defaults():
+            raise RecsysError(f"--augmentation: model {args.model!r} takes no augmentation "
+                              "folder (llmrec does)")
+        params["augmentation"] = args.augmentation
+    model = create_model(args.model, **params)
     train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     valid = None
     if args.valid:
@@ -71,4 +77,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "for models that use side information")
     tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")
     tr.add_argument("--item-text", help="item_id,text file, for models that use item text")
+    tr.add_argument("--augmentation", help="folder written by `recsys augment` (llmrec)")
     tr.set_defaults(func=cmd_train)

@@ -147,8 +147,9 @@ class Interactions:
             ratings = frame[rating_col].to_numpy()
             keep = ratings >= min_rating
             if not keep.any():
-                raise DataError(f"{source}: --min-rating {min_rating:g} keeps no row (column "
-                                f"{rating_col!r} ranges from {ratings.min():g} to {ratings.max():g})")
+                raise DataError(f"{source}: no row is rated at least {min_rating:g}, nothing is "
+                                f"left (column {rating_col!r} ranges from {ratings.min():g} to "
+                                f"{ratings.max():g})")
             meta.update(min_rating=min_rating, dropped_below_min_rating=int((~keep).sum()))
             if (~keep).any():
                 log.info("%s: %d rows rated below %s dropped", source, (~keep).sum(), min_rating)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from recsys.data.interactions import Interactions
+
+BITSET_CELLS = 2**31  # up to this many user x item cells (256 MB), membership is a bitset
 
 
 class PairSampler:
@@ -24,8 +27,7 @@ class PairSampler:
         self.users = torch.from_numpy(rows).to(device)
         self.items = torch.from_numpy(cols).to(device)
         self.n_items = data.n_items
-        # keys of positive pairs, sorted, for membership tests by binary search
-        self.keys = torch.sort(self.users * self.n_items + self.items).values
+        self.membership = None  # built on the first is_positive call
         self.batch_size = batch_size
         self.redraws = redraws
         self.exclude_positives = exclude_positives
@@ -38,9 +40,25 @@ class PairSampler:
         return -(-len(self.users) // self.batch_size)
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether each (user, item) pair is a positive: one read of a bit per user x item
+        cell, or, beyond BITSET_CELLS cells, a binary search of the sorted pair keys."""
+        if self.membership is None:
+            self.membership = self._membership()
         keys = users * self.n_items + items
-        pos = torch.searchsorted(self.keys, keys).clamp(max=len(self.keys) - 1)
-        return self.keys[pos] == keys
+        if self.membership.dtype == torch.uint8:
+            return (self.membership[keys >> 3] >> (keys & 7).to(torch.uint8)) & 1 == 1
+        pos = torch.searchsorted(self.membership, keys).clamp(max=len(self.membership) - 1)
+        return self.membership[pos] == keys
+
+    def _membership(self) -> torch.Tensor:
+        keys = self.users * self.n_items + self.items
+        cells = self.n_users * self.n_items
+        if cells > BITSET_CELLS:
+            return torch.sort(keys).values
+        keys = keys.cpu().numpy()
+        bits = np.zeros(-(-cells // 8), np.uint8)
+        np.bitwise_or.at(bits, keys >> 3, np.left_shift(1, keys & 7).astype(np.uint8))
+        return torch.from_numpy(bits).to(self.device)
 
     def negatives(self, users: torch.Tensor) -> torch.Tensor:
         items = self._draw(len(users))

@@ -6,49 +6,20 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
+from recsys.inference import Ranker
+from recsys.ranking import SCORE_BUDGET, contains, pair_keys, parse_ks
 
-SCORE_BUDGET = 2**24  # scores held at once (users x items), bounds memory on any catalogue
 SLICE_METRICS = ("recall", "ndcg")
 
 
 class Scorer(Protocol):
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> torch.Tensor: ...
-
-
-def parse_ks(ks: int | str | Iterable[int]) -> list[int]:
-    """K values from 20, "10,20" or [10, 20]; each must be a positive integer."""
-    if isinstance(ks, str):
-        try:
-            ks = [int(x) for x in ks.split(",") if x.strip()]
-        except ValueError as exc:
-            raise RecsysError(f"k must be positive integers separated by commas, got {ks!r}") from exc
-    ks = [ks] if isinstance(ks, int | np.integer) else list(ks)
-    if not ks or any(int(k) <= 0 for k in ks):
-        raise RecsysError(f"k must be positive integers, got {ks}")
-    return sorted({int(k) for k in ks})
-
-
-def mask_rows(scores: torch.Tensor, rows: sp.csr_matrix) -> None:
-    """Set scores of the stored entries of `rows` (one CSR row per score row) to -inf, in place."""
-    if rows.nnz == 0:
-        return
-    r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    idx = torch.from_numpy(r).to(scores.device), torch.from_numpy(rows.indices.astype(np.int64)).to(
-        scores.device)
-    scores[idx] = float("-inf")
-
-
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(items, scores) of the k best per row, best first; masked (-inf) entries come last."""
-    values, items = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-    return items, values
 
 
 def evaluate(
@@ -66,12 +37,15 @@ def evaluate(
 
     `train` (same id maps as `test`) supplies the items to exclude and the popularity used
     for coverage, average popularity and the head/tail slices (head = the `head_frac` most
-    popular items). Users without test items are skipped and counted in `users_skipped`;
-    `users` restricts the evaluation to those user indices (e.g. a sample, for speed).
+    popular items). Test pairs that are also training pairs can never be hit (training items
+    are excluded): they are dropped and counted in `test_pairs_in_train`. Users without test
+    items are skipped and counted in `users_skipped`; `users` restricts the evaluation to those
+    user indices (e.g. a sample, for speed).
     """
     ks = parse_ks(k)
     if train is not None and train.matrix.shape != test.matrix.shape:
         raise RecsysError(f"train {train.matrix.shape} and test {test.matrix.shape} use different id maps")
+    test, in_train = drop_training_pairs(test, train)
     candidates = np.arange(test.n_users) if users is None else np.unique(np.asarray(users))
     users = candidates[test.user_degree[candidates] > 0]
     if len(users) == 0:
@@ -89,22 +63,20 @@ def evaluate(
     recommended = {kk: torch.zeros(n_items, dtype=torch.bool) for kk in ks}
     slice_metrics = {n: metrics[n] for n in SLICE_METRICS if n in metrics}
     slice_matrix = torch.stack(list(slices.values()), 1).numpy().astype(np.float32)
-    test_keys = _pair_keys(test.matrix)
+    test_keys = pair_keys(test.matrix)
+    ranker = Ranker(model, train, n_items=n_items)
     batch = max(1, SCORE_BUDGET // max(n_items, 1))
     starts = range(0, len(users), batch)
     for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
         batch_users = users[start:start + batch]
-        scores = model.score(batch_users).float()
-        if train is not None:
-            mask_rows(scores, train.matrix[batch_users])
-        items, values = top_k(scores, kmax)
-        items, valid = items.cpu(), torch.isfinite(values).cpu()
+        items, values = ranker.top_items(batch_users, kmax)
+        items, valid = torch.from_numpy(items), torch.from_numpy(np.isfinite(values))
         if items.shape[1] < kmax:  # catalogue smaller than K: pad with misses
             pad = kmax - items.shape[1]
             items = torch.cat([items, torch.zeros(len(items), pad, dtype=items.dtype)], 1)
             valid = torch.cat([valid, torch.zeros(len(items), pad, dtype=torch.bool)], 1)
         user_t = torch.from_numpy(batch_users)
-        hits = _contains(test_keys, user_t[:, None] * n_items + items) & valid
+        hits = contains(test_keys, user_t[:, None] * n_items + items) & valid
         n_rel = torch.from_numpy(test.user_degree[batch_users])
         counts["all"] += len(batch_users)
         _accumulate(sums["all"], hits, n_rel, ks, metrics)
@@ -131,27 +103,24 @@ def evaluate(
         result[f"coverage@{kk}"] = float(recommended[kk].sum()) / n_items
     result["users"] = counts["all"]
     result["users_skipped"] = int(len(candidates) - len(users))
+    result["test_pairs_in_train"] = in_train
     return result
+
+
+def drop_training_pairs(test: Interactions, train: Interactions | None) -> tuple[Interactions, int]:
+    """`test` without the pairs that are also in `train` (they can never be recommended), and
+    how many there were."""
+    if train is None:
+        return test, 0
+    rows, cols = test.coo
+    in_train = contains(pair_keys(train.matrix), torch.from_numpy(rows * test.n_items + cols)).numpy()
+    if not in_train.any():
+        return test, 0
+    return test.with_pairs(rows, cols, ~in_train), int(in_train.sum())
 
 
 def _add(sums: dict, key: str, value) -> None:
     sums[key] = sums.get(key, 0.0) + float(value)
-
-
-def _pair_keys(matrix: sp.csr_matrix) -> torch.Tensor:
-    """Sorted keys user * n_items + item of the stored pairs (CSR order is already sorted)."""
-    m = matrix.copy()
-    m.sort_indices()
-    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    return torch.from_numpy(rows * m.shape[1] + m.indices)
-
-
-def _contains(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Membership of `keys` in `sorted_keys` by binary search: no dense users x items matrix."""
-    if len(sorted_keys) == 0:
-        return torch.zeros_like(keys, dtype=torch.bool)
-    pos = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
-    return sorted_keys[pos] == keys
 
 
 def _accumulate(sums, hits, n_rel, ks, metrics) -> None:

@@ -19,9 +19,10 @@ import torch
 
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import Scorer, parse_ks
+from recsys.evaluate.evaluator import Scorer
 from recsys.evaluate.metrics import ndcg, recall
 from recsys.evaluate.unbiased import _discount, _top_items
+from recsys.ranking import pair_keys, parse_ks
 
 
 def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
@@ -42,7 +43,7 @@ def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
     n_levels = len(names)
     levels = test.levels.tocsr()
     levels.sort_indices()
-    keys = _pair_keys(levels)
+    keys = pair_keys(levels).numpy()
     chosen = np.arange(test.n_users) if users is None else np.unique(np.asarray(users))
     chosen = chosen[test.user_degree[chosen] > 0]
     if len(chosen) == 0:
@@ -80,11 +81,6 @@ def graded_metrics(model: Scorer, test: Interactions, *, train: Interactions,
     result.update({f"{name}_users": int(counts[g]) for g, name in enumerate(names, start=1)})
     result["graded_users"] = int(counts[0])
     return result
-
-
-def _pair_keys(matrix: sp.csr_matrix) -> np.ndarray:
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    return rows * matrix.shape[1] + matrix.indices
 
 
 def _level_at(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:

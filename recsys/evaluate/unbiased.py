@@ -25,7 +25,9 @@ from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
 from recsys.data.simulate import CandidateSet, Simulation
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import SCORE_BUDGET, Scorer, mask_rows, parse_ks, top_k
+from recsys.evaluate.evaluator import Scorer
+from recsys.inference import Ranker
+from recsys.ranking import SCORE_BUDGET, parse_ks
 
 
 def _discount(ranks: np.ndarray) -> np.ndarray:
@@ -93,14 +95,9 @@ def _ranked_metrics(prefix: str, group, ranks, labels, ks) -> dict[str, float]:
 
 
 def _top_items(model: Scorer, users: np.ndarray, train: Interactions, kmax: int):
-    """Yield (batch users, top-kmax items [b, kmax]) with training items excluded."""
-    batch = max(1, SCORE_BUDGET // max(train.n_items, 1))
-    for start in range(0, len(users), batch):
-        block = users[start:start + batch]
-        scores = model.score(block).float()
-        mask_rows(scores, train.matrix[block])
-        items, values = top_k(scores, kmax)
-        yield block, items.cpu().numpy(), torch.isfinite(values).cpu().numpy()
+    """Yield (batch users, top-kmax items [b, kmax], finite [b, kmax]), training items excluded."""
+    for block, items, scores in Ranker(model, train).blocks(users, kmax):
+        yield block, items, np.isfinite(scores)
 
 
 def ips_metrics(model: Scorer, test: Interactions, *, train: Interactions, propensity: Propensity,

@@ -15,8 +15,8 @@ import torch
 from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
 from recsys.errors import RecsysError
-from recsys.evaluate.evaluator import SCORE_BUDGET, _pair_keys
 from recsys.evaluate.metrics import RANKING_METRICS
+from recsys.ranking import SCORE_BUDGET, pair_keys, top_k
 
 
 class Validator:
@@ -33,7 +33,7 @@ class Validator:
         if len(users) == 0 or (valid.user_degree[users] == 0).any():
             raise RecsysError("validation users must each have a validation pair")
         self.n_items = valid.n_items
-        self.keys = _pair_keys(valid.matrix[users]).to(device)  # local row index * n_items + item
+        self.keys = pair_keys(valid.matrix[users]).to(device)  # local row index * n_items + item
         self.n_rel = torch.from_numpy(valid.user_degree[users]).to(device)
         self.weights = None
         if propensity is not None:
@@ -58,7 +58,7 @@ class Validator:
         for users, offset, mask in self.blocks:
             scores = user_factors[users].float() @ items_t
             scores[mask] = float("-inf")
-            values, top = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
+            top, values = top_k(scores, self.k)  # the tie rule of every ranking path
             local = torch.arange(offset, offset + len(users), device=self.device)
             query = local[:, None] * self.n_items + top
             pos = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)

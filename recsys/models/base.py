@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from recsys.data.features import FeatureTable
@@ -51,6 +52,24 @@ class HasFactors(Protocol):
     def user_factors(self) -> torch.Tensor: ...
 
     def item_factors(self) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EncodesNewUsers(Protocol):
+    """A model that can score users it never saw in training.
+
+    `user_vectors(features=None, history=None) -> Tensor [n, d]`, one row per new user, in the
+    space of `item_factors()`: `history` is a CSR matrix [n, n_items] of the items each new user
+    interacted with (weights as in training: counts, or 1), `features` a FeatureTable with one
+    row per user, encoded with the model's vocabularies (`features_["user_features"].encode`;
+    the Ranker does it from raw columns). `new_user_inputs` names the ones the model reads
+    ("history", "features"); it raises RecsysError for an input it cannot use.
+    """
+
+    new_user_inputs: tuple[str, ...]
+
+    def user_vectors(self, features: FeatureTable | None = None,
+                     history: sp.csr_matrix | None = None) -> torch.Tensor: ...
 
 
 _REGISTRY: dict[str, type[BaseRecommender]] = {}
@@ -180,23 +199,10 @@ class BaseRecommender:
         `exclude` masks each user's stored items (usually the training data); `items`
         restricts the candidates. Rows with fewer than k candidates end in -inf scores.
         """
-        from recsys.evaluate.evaluator import mask_rows, top_k
+        from recsys.inference import Ranker
 
         self._check_fitted()
-        if k <= 0:
-            raise RecsysError(f"k must be positive, got {k}")
-        users = np.asarray(users, dtype=np.int64)
-        scores = self.score(users, items).float()
-        if exclude is not None:
-            rows = exclude.matrix[users]
-            if items is not None:
-                rows = rows[:, np.asarray(items)]
-            mask_rows(scores, rows)
-        top, values = top_k(scores, k)
-        top = top.cpu().numpy()
-        if items is not None:
-            top = np.asarray(items)[top]
-        return top, values.cpu().numpy()
+        return Ranker(self, exclude).top_items(np.asarray(users, dtype=np.int64), k, items=items)
 
     # ---- persistence (recsys/models/persist.py writes and verifies the folder) -----------
     def _state(self) -> dict[str, torch.Tensor]:

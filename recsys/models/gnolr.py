@@ -28,6 +28,7 @@ Objectives (`objective`), the last two as baselines in one code path:
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -77,28 +78,44 @@ class Thresholds(nn.Module):
         return ordered_thresholds(self.first, self.raw, self.min_steps)
 
 
+class IdTower(nn.Module):
+    """Ids -> `width` outputs: an embedding table, or with `hidden` layers an embedding of
+    hidden[0] through a LeakyReLU MLP (the paper's towers), so that heads share a bottom."""
+
+    def __init__(self, n_ids: int, width: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_ids, hidden[0] if hidden else width)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        layers: list[nn.Module] = []
+        sizes = [*hidden, width]
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.LeakyReLU(), nn.Linear(a, b)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlp(self.embedding.weight if ids is None else self.embedding(ids))
+
+
 class GradeTowers(nn.Module):
     """User and item towers with `heads` unit-norm heads of `factors` each (ids only)."""
 
     def __init__(self, n_users: int, n_items: int, heads: int, factors: int,
-                 scales: torch.Tensor, thresholds: Thresholds) -> None:
+                 hidden: tuple[int, ...], scales: torch.Tensor, thresholds: Thresholds) -> None:
         super().__init__()
         self.heads, self.factors = heads, factors
-        self.users = nn.Embedding(n_users, heads * factors)
-        self.items = nn.Embedding(n_items, heads * factors)
-        nn.init.normal_(self.users.weight, std=0.1)
-        nn.init.normal_(self.items.weight, std=0.1)
+        self.users = IdTower(n_users, heads * factors, hidden)
+        self.items = IdTower(n_items, heads * factors, hidden)
         self.register_buffer("scales", scales)
         self.thresholds = thresholds
 
     def user_heads(self, users: torch.Tensor | None = None) -> torch.Tensor:
         """[n, heads, factors]: S_k u_k / |u_k|."""
-        w = self.users.weight if users is None else self.users(users)
+        w = self.users(users)
         return F.normalize(w.view(len(w), self.heads, self.factors), dim=-1) * self.scales[:, None]
 
     def item_heads(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """[n, heads, factors]: v_k / |v_k|."""
-        w = self.items.weight if items is None else self.items(items)
+        w = self.items(items)
         return F.normalize(w.view(len(w), self.heads, self.factors), dim=-1)
 
     def head_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -113,14 +130,18 @@ class GNOLR(TorchRecommender):
 
     Trains on `train.levels` (1..L; every pair without levels counts as level 1). Each epoch
     visits every clicked pair once, with `negatives` items the user did not click as level-0
-    examples. `scale` is S (the paper: 2 to 4); `learn_thresholds` frees the a_k from their
-    base rates (kept ordered). `grade` is the level a `binary` model learns (0: the deepest).
+    examples. `factors` is the width of each head; `hidden` puts an MLP below the heads of
+    each tower (e.g. 128,64: an id embedding of 128, then 64, then the heads), shared by the
+    heads, as the paper's towers. `scale` is S (the paper: 2 to 4); `learn_thresholds` frees
+    the a_k from their base rates (kept ordered). `grade` is the level a `binary` model learns
+    (0: the deepest).
     Scores rank by the deepest level; `score(..., grade=g)` ranks by level g and
     `probabilities=True` gives P(y >= k). `level_names_` (saved with the model) names the
     levels, weakest first.
     """
 
     factors: Positive[int] = 32
+    hidden: tuple[Positive[int], ...] = ()
     scale: Positive[float] = 4.0
     objective: Objective = "nested"
     grade: NonNegative[int] = 0
@@ -163,8 +184,8 @@ class GNOLR(TorchRecommender):
                 self.fit_info_["scale_lowered"] = lowered
         self.fit_info_["base_rates"] = [round(float(b), 6) for b in base]
         thresholds = Thresholds(init, min_steps, self.learn_thresholds)
-        return GradeTowers(train.n_users, train.n_items, heads, self.factors, scales,
-                           thresholds).to(device)
+        return GradeTowers(train.n_users, train.n_items, heads, self.factors, self.hidden,
+                           scales, thresholds).to(device)
 
     def batches(self, epoch: int):
         return self.sampler_
@@ -255,13 +276,22 @@ class GNOLR(TorchRecommender):
 
     def user_factors(self, grade: int | str | None = None) -> torch.Tensor:
         """User factors whose product with `item_factors()` ranks by level `grade` (a name or
-        1-based number; default the deepest): [n_users, heads * factors]."""
+        1-based number; default: the model's ranking level, the deepest unless `at_level`
+        chose another): [n_users, heads * factors]."""
         row = self._head_of(grade)
         if grade is None:
             return self.user_factors_
         heads = len(self.thresholds_)
         mask = self._mix(heads)[row].to(self.user_heads_.device)
         return (self.user_heads_.view(len(self.user_heads_), heads, -1) * mask[:, None]).flatten(1)
+
+    def at_level(self, grade: int | str | None) -> GNOLR:
+        """This model ranking by level `grade` by default (a name or 1-based number; None: the
+        deepest): a copy sharing the weights, whose `user_factors()` serve that level, so the
+        usual factor ranking (evaluation, batch jobs, serving) ranks by it."""
+        view = copy.copy(self)
+        view.user_factors_ = self.user_factors(grade)
+        return view
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None, *,
               grade: int | str | None = None, probabilities: bool = False) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from threadpoolctl import threadpool_limits
 
 from recsys.data.interactions import Interactions
@@ -51,7 +52,9 @@ def _fit_implicit(build, wrapper: FactorModel, matrix: sp.csr_matrix, progress: 
 class ALS(FactorModel):
     """Implicit ALS (Hu, Koren & Volinsky 2008): confidence 1 + alpha * weight, conjugate gradient.
 
-    Uses implicit's GPU solver when the device is 'auto' or 'cuda' and CUDA is available.
+    Uses implicit's GPU solver when the device is 'auto' or 'cuda' and CUDA is available. New
+    users are folded in by implicit's exact recalculation (`recalculate_user`: one Cholesky
+    solve of the ALS user step against the fixed item factors).
     """
 
     # on MovieLens-100K the best settings have few factors and a strong regularisation
@@ -82,10 +85,24 @@ class ALS(FactorModel):
             self, train.matrix.astype(np.float32), self.progress, culprit="alpha")
         return self
 
+    def _fold_in(self, history: sp.csr_matrix) -> torch.Tensor:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        items = self.item_factors_.detach().cpu().numpy()
+        solver = AlternatingLeastSquares(factors=items.shape[1], regularization=self.regularization,
+                                         alpha=self.alpha)
+        solver.item_factors = np.ascontiguousarray(items, dtype=np.float32)
+        with threadpool_limits(1, "blas"):
+            users = solver.recalculate_user(np.arange(history.shape[0]), history)
+        return torch.from_numpy(users).to(self.item_factors_.device)
+
 
 @register("bpr")
 class BPR(FactorModel):
-    """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias."""
+    """Implicit's BPR-MF (Rendle et al. 2009), trained by Hogwild SGD; factors include an item bias
+    (the last item-factor column, matched by a user column fixed to 1)."""
+
+    fixed_user_columns = 1
 
     search_space = {"factors": Int(8, 256, log=True), "learning_rate": Float(1e-3, 0.3, log=True),
                     "regularization": Float(1e-5, 0.1, log=True), "iterations": Int(20, 400, log=True)}

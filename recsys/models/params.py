@@ -77,6 +77,34 @@ def param_defaults(cls: type) -> dict[str, Any]:
     return {n: default for n, (default, _) in _signature(cls).items()}
 
 
+def describe_params(cls: type) -> dict[str, str]:
+    """{name: "type, range, = default"} for listings (`recsys models`), e.g.
+    "int > 0 = 64", "bpr|bce = bpr", "float | None = None"."""
+    return {name: f"{_describe(annotation)} = {default}" if annotation is not None else f"= {default}"
+            for name, (default, annotation) in _signature(cls).items()}
+
+
+def _describe(annotation: Any) -> str:
+    bounds = []
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *meta = typing.get_args(annotation)
+        symbols = {Gt: ">", Ge: ">=", Lt: "<", Le: "<="}
+        for m in meta:
+            for kind, symbol in symbols.items():
+                if isinstance(m, kind):
+                    bounds.append(f"{symbol} {getattr(m, kind.__name__.lower())}")
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        text = "|".join(map(str, args))
+    elif origin in (Union, types.UnionType):
+        text = " | ".join(_describe(a) if a is not type(None) else "None" for a in args)
+    elif origin is tuple:
+        text = f"{_describe(args[0])},..."
+    else:
+        text = getattr(annotation, "__name__", str(annotation))
+    return " ".join([text, *bounds])
+
+
 def coerce_params(cls: type, params: dict[str, Any], *, model: str | None = None) -> dict[str, Any]:
     """`params` typed and checked against `cls`'s constructor annotations.
 

@@ -63,6 +63,18 @@ def _ranking_metric(value: str) -> str:
 RankingMetric = Annotated[str, check_with(_ranking_metric)]
 
 
+VALID_SCORES = 2**23  # scores per validation that `valid_users=0` aims at
+VALID_USERS = (2000, 10000)  # its least and most users
+
+
+def auto_valid_users(n_items: int) -> int:
+    """Users sampled for validation when `valid_users=0`: about VALID_SCORES scores (each
+    user is scored against the whole catalogue), within VALID_USERS, so that validation
+    costs a bounded share of an epoch on large catalogues and stays a steady estimate."""
+    low, high = VALID_USERS
+    return int(min(high, max(low, VALID_SCORES // max(n_items, 1))))
+
+
 def auto_batch_size(n_pairs: int, steps: int = 64, low: int = 128, high: int = 4096) -> int:
     """The power of two nearest below n_pairs / steps, clipped to [low, high]."""
     target = max(n_pairs // steps, 1)
@@ -75,8 +87,8 @@ class TorchRecommender(FactorModel):
 
     `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096). Without a
     `valid` set, `valid_frac` of each user's training items is held out to pick the number
-    of epochs on `valid_metric` (on at most `valid_users` users, after every `valid_every`-th
-    epoch), or on SNIPS recall for unbiased losses; with `refit`, the model is then retrained
+    of epochs on `valid_metric` (on a sample of `valid_users` users, after every
+    `valid_every`-th epoch), or on SNIPS recall for unbiased losses; with `refit`, the model is then retrained
     on all training data for that many epochs, so no data is lost to validation. When the
     holdout leaves no validation pairs (tiny data), training runs all `epochs` without early
     stopping and says so.
@@ -94,7 +106,7 @@ class TorchRecommender(FactorModel):
     valid_frac: Fraction = 0.1
     refit: bool = True
     valid_metric: RankingMetric = "ndcg@20"
-    valid_users: Positive[int] = 10000
+    valid_users: NonNegative[int] = 0  # 0: auto_valid_users(n_items)
     valid_every: Positive[int] = 1
     seed: NonNegative[int] = 0
     device: Device = "auto"
@@ -181,7 +193,8 @@ class TorchRecommender(FactorModel):
         epoch whose model is most like the exposure bias the loss corrects)."""
         with_items = np.flatnonzero(valid.user_degree > 0)
         rng = np.random.default_rng(self.seed)
-        sample = rng.choice(with_items, min(len(with_items), self.valid_users), replace=False)
+        size = self.valid_users or auto_valid_users(valid.n_items)
+        sample = rng.choice(with_items, min(len(with_items), size), replace=False)
         metric = self.valid_metric
         if self.propensity_ is not None:
             metric = f"recall@{metric.partition('@')[2]}"
