@@ -200,3 +200,10 @@ def table_module(table):
     module = torch.nn.Module()
     module.table = table
     return module
+
+
+def test_masks_move_every_three_epochs_by_default(small_data):
+    model = create_model("mf", factors=4, density=0.5, epochs=7, batch_size=2048, valid_frac=0.0,
+                         progress=False).fit(small_data)
+    steps = len(model.sampler_)  # per epoch
+    assert model.sparsity_.every == 3 * steps and model.sparsity_.updates == 2  # epochs 3, 6
