@@ -64,10 +64,12 @@ BENCHES: dict[str, Bench] = {
         quick=(*SMALL, "--repeats", "1"), full=("--movielens", "{data}"), device=False),
     "mnar": Bench(
         quick=("--biases", "1.0", "--seeds", "0", "--users", "1000", "--items", "500",
-               "--interactions", "10000")),
+               "--interactions", "10000", "--model", "naive MF (bce)=mf:loss=bce,epochs=10",
+               "--model", "UBPR=ubpr:epochs=10,warmup=0")),
     "ordinal": Bench(
         quick=("--data", "sim", "--seeds", "0", "--users", "1000", "--items", "500",
-               "--interactions", "10000"),
+               "--interactions", "10000", "--model", "GNOLR (nested)=gnolr:epochs=10",
+               "--model", "binary per level=gnolr:objective=binary,epochs=10"),
         full=("--ml100k", "{inter}")),
     "graph": Bench(
         quick=("--sets", "power-law", "--users", "2000", "--items", "1000", "--interactions",
