@@ -154,8 +154,7 @@ def mask_pairs(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> None
 
 def pair_keys(matrix: sp.csr_matrix) -> torch.Tensor:
     """Sorted keys user * n_items + item of the stored pairs of a CSR matrix."""
-    m = matrix.copy()
-    m.sort_indices()
+    m = matrix if matrix.has_sorted_indices else matrix.sorted_indices()
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
     return torch.from_numpy(rows * m.shape[1] + m.indices)
 
