@@ -160,9 +160,14 @@ class TorchRecommender(FactorModel):
         if valid is None and self.valid_frac > 0:
             fit_part, valid = holdout(train, self.valid_frac, seed=self.seed)
             carved = True
+        reason = None
         if valid is not None and valid.nnz == 0:
             reason = ("the validation holdout left no pairs (too few items per user)" if carved
                       else "the validation data has no pairs")
+        elif valid is not None and self.warmup >= self.epochs:
+            reason = (f"warmup={self.warmup} >= epochs={self.epochs}, so no epoch can be chosen "
+                      "(raise epochs or lower warmup)")
+        if reason is not None:
             log.warning("%s: %s; training %d epochs without early stopping",
                         self.name, reason, self.epochs)
             self.fit_info_["early_stopping"] = f"off: {reason}"
