@@ -78,7 +78,9 @@ BENCHES: dict[str, Bench] = {
         full=("--movielens", "{data}")),
     "foldin": Bench(quick=("--data", "{inter}", "--models", "als"), full=("--data", "{inter}")),
     "two_tower_ssl": Bench(
-        quick=("--datasets", "simulated", "--seeds", "0", "--epochs", "5"), full=("--data", "{data}")),
+        quick=("--datasets", "simulated", "--seeds", "0", "--epochs", "3",
+               "--models", "two_tower ssl=none,two_tower ssl=cfm"),
+        full=("--data", "{data}")),
     "serving": Bench(
         quick=("--items", "2000", "--users", "2000", "--concurrency", "1", "--requests", "200"),
         device=False),
