@@ -153,6 +153,12 @@ def test_cli_augment_bad_input_is_one_line(files, tmp_path, capsys):
     assert main([str(a) for a in argv]) == 2
     assert "candidates must be at least 2" in capsys.readouterr().err
     assert not (tmp_path / "aug").exists()
+    for flag, value in (("--users", "0"), ("--users", "-5"), ("--history", "0")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in [*argv[:-4], flag, value, "--out", tmp_path / "aug"]])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: {value} is not a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists()
 
 
 def test_cli_augment_never_replaces_a_foreign_folder(files, tmp_path, monkeypatch, capsys):
