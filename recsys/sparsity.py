@@ -66,8 +66,9 @@ class DynamicSparsity:
     """`train_loop` hook keeping each tensor of `tables` at `density` (see the module doc).
 
     tables: 2-D parameters (embedding tables), each pruned on its own; every: steps between
-    updates (the paper's delta T; the first at every // 2); ratio: the first update's share of the mask (r_0); total:
-    the step count the cosine schedule spans; seed: the initial masks.
+    updates (the paper's delta T; the first at every // 2); ratio: the first update's share
+    of the mask (r_0); total: the step count the cosine schedule spans; seed: the initial
+    masks.
     """
 
     def __init__(self, tables: Sequence[torch.nn.Parameter], density: float, *, every: int,
