@@ -40,16 +40,17 @@ def user_ids_like(values, integer: bool, source: str) -> np.ndarray:
 
 
 def recommend_to_parquet(ranker: Ranker, user_ids: np.ndarray, k: int, out: str | Path, *,
-                         history: sp.csr_matrix | None = None, chunk_users: int | None = None,
-                         progress: bool = True) -> dict[str, int]:
+                         history: sp.csr_matrix | None = None, features: pd.DataFrame | None = None,
+                         chunk_users: int | None = None, progress: bool = True) -> dict[str, int]:
     """Write columns user_id, item_id, score, rank (1 = best), fallback, folded_in for the users
     `user_ids` (external ids, in the model's id type); returns the numbers of rows, fallback
     users and folded-in users.
 
-    `history` (CSR, one row per user) answers users the model does not know, when it can fold
-    them in; other unknown users get the most popular items (fallback). Seen items never
-    appear, so a user may get fewer than k rows. Users are scored in chunks sized to the free
-    memory of the scoring device (`ranking.block_rows`), at most 65,536 users each.
+    `history` (CSR, one row per user) and `features` (raw user feature columns, one row per
+    user, NaN where absent) answer users the model does not know, when it can fold them in;
+    other unknown users get the most popular items (fallback). Seen items never appear, so a
+    user may get fewer than k rows. Users are scored in chunks sized to the free memory of the
+    scoring device (`ranking.block_rows`), at most 65,536 users each.
     """
     model = ranker.model
     if k <= 0:
@@ -68,7 +69,8 @@ def recommend_to_parquet(ranker: Ranker, user_ids: np.ndarray, k: int, out: str 
         for start in tqdm(range(0, len(users), chunk), desc="recommend", unit="chunk",
                           disable=not progress):
             part = slice(start, start + chunk)
-            ranked = ranker.recommend(users[part], k, history=None if history is None else history[part])
+            ranked = ranker.recommend(users[part], k, history=None if history is None else history[part],
+                                      features=None if features is None else features.iloc[part])
             keep = np.isfinite(ranked.scores)
             per_user = keep.sum(1)
             ranks = np.broadcast_to(np.arange(1, keep.shape[1] + 1, dtype=np.int32), keep.shape)

@@ -30,17 +30,35 @@ REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__v
                 f"threadpoolctl=={metadata.version('threadpoolctl')}"]
 
 
+# the input column type of each user feature kind (categorical values as text, as in a file)
+FEATURE_TYPES = {"categorical": "string", "multi": "string", "numeric": "double",
+                 "dense": Array("double"), "text": "string"}
+
+
 def signature(model: BaseRecommender) -> ModelSignature:
+    """Inputs user_id, an optional history and, for a model that encodes new users from
+    features, one optional column per user feature."""
     user_type = "long" if model.user_map_.is_integer else "string"
     item_type = "long" if model.item_map_.is_integer else "string"
+    features = []
+    if "features" in getattr(model, "new_user_inputs", ()):
+        table = getattr(model, "features_", {}).get("user_features")
+        clash = {"user_id", "history"} & set(table.columns if table is not None else ())
+        if clash:
+            raise RecsysError(f"user feature {clash.pop()!r} has the name of an input column of "
+                              "the exported model; rename it in the features file")
+        features = [ColSpec(FEATURE_TYPES[c.kind], name, required=False)
+                    for name, c in (table.columns.items() if table is not None else ())]
     return ModelSignature(
         inputs=Schema([ColSpec(user_type, "user_id"),
-                       ColSpec(Array(item_type), "history", required=False)]),
+                       ColSpec(Array(item_type), "history", required=False), *features]),
         outputs=Schema([ColSpec(user_type, "user_id"), ColSpec(item_type, "item_id"),
                         ColSpec("float", "score"), ColSpec("long", "rank"),
                         ColSpec("boolean", "fallback"), ColSpec("boolean", "folded_in")]),
         params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("filter_seen", "boolean", True),
-                            ParamSpec("output", "string", "rows")]),
+                            ParamSpec("output", "string", "rows"),
+                            *([ParamSpec("grade", "string", "")] if hasattr(model, "at_level")
+                              else [])]),
     )
 
 

@@ -21,9 +21,11 @@ def spark_session(app_name: str = "recsys-batch"):
     return SparkSession.builder.appName(app_name).master("local[*]").getOrCreate()
 
 
-def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool = True):
+def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool = True,
+                    grade: str | None = None):
     """Spark DataFrame user_id, item_id, score, rank, fallback, folded_in for a DataFrame of
-    `user_id`s (and optionally `history`, an array of item ids per user).
+    `user_id`s (and optionally `history`, an array of item ids per user); `grade` ranks a
+    graded model by that level.
 
     `model_uri` names an exported pyfunc model (models:/NAME@ALIAS, models:/NAME/VERSION).
     Each user becomes one UDF row holding its k items and scores, exploded into ranked rows.
@@ -37,7 +39,8 @@ def recommend_spark(spark, model_uri: str, users, k: int, *, filter_seen: bool =
         spark, model_uri, env_manager="local",
         result_type=f"item_ids array<{item_type}>, scores array<float>, fallback boolean, "
                     "folded_in boolean",
-        params={"k": k, "filter_seen": filter_seen, "output": "lists"})
+        params={"k": k, "filter_seen": filter_seen, "output": "lists",
+                **({"grade": str(grade)} if grade is not None else {})})
     inputs = [c for c in ("user_id", "history") if c in users.columns]
     ranked = users.select("user_id", udf(F.struct(*inputs)).alias("r"))
     exploded = ranked.select("user_id", "r.fallback", "r.folded_in",
@@ -59,7 +62,8 @@ def id_types(model_uri: str) -> dict[str, str]:
 
 
 def recommend_spark_to_parquet(model_uri: str, user_ids, k: int, out: str | Path, *,
-                               histories: list | None = None, filter_seen: bool = True) -> int:
+                               histories: list | None = None, filter_seen: bool = True,
+                               grade: str | None = None) -> int:
     """Score `user_ids` (in the model's id type; with `histories`, one item-id list or None per
     user) on a local Spark session and write a Parquet folder; returns rows."""
     spark = spark_session()
@@ -70,6 +74,6 @@ def recommend_spark_to_parquet(model_uri: str, user_ids, k: int, out: str | Path
         schema += f", history array<{SPARK_TYPES[types['item_id']]}>"
         rows = list(zip(user_ids, histories, strict=True))
     users = spark.createDataFrame(rows, schema)
-    recs = recommend_spark(spark, model_uri, users, k, filter_seen=filter_seen)
+    recs = recommend_spark(spark, model_uri, users, k, filter_seen=filter_seen, grade=grade)
     recs.write.mode("overwrite").parquet(str(out))
     return spark.read.parquet(str(out)).count()

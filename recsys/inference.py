@@ -194,9 +194,8 @@ class Ranker:
         vectors = None
         if folded.any():
             rows = np.flatnonzero(folded)
-            vectors = self.encoder.user_vectors(
-                features=None if features is None else self._encode_features(features.iloc[rows]),
-                history=None if history is None else history[rows])
+            vectors = self._vectors(None if features is None else features.iloc[rows],
+                                    None if history is None else history[rows])
         fallback = (users < 0) & ~folded
         if fallback.any() and self.popularity is None:
             raise RecsysError("users unknown to the model need seen items for the popularity fallback")
@@ -238,14 +237,17 @@ class Ranker:
     def _mask_seen(self, scores: torch.Tensor, users: np.ndarray) -> None:
         """Set the seen items of `users` (one per score row) to -inf on the scores' device: the
         row offsets come from the host's CSR pointers (O(rows)), the items from a copy of the
-        CSR indices kept on that device."""
+        CSR indices kept on an accelerator."""
+        device = scores.device
+        if device.type == "cpu":  # the host is the device: index arrays straight from the CSR
+            mask_pairs(scores, *_ragged_rows(self.seen, users))
+            return
         indptr = self.seen.indptr
         starts = indptr[users].astype(np.int64)
         lengths = indptr[users + 1].astype(np.int64) - starts
         total = int(lengths.sum())
         if total == 0:
             return
-        device = scores.device
         if device not in self._seen_on:
             self._seen_on[device] = torch.from_numpy(self.seen.indices.astype(np.int64)).to(device)
         lengths_t = torch.from_numpy(lengths).to(device)
@@ -269,14 +271,34 @@ class Ranker:
             can |= features.notna().any(axis=1).to_numpy()
         return can & (users < 0)
 
+    @cached_property
+    def user_features(self) -> FeatureTable:
+        """The user features (columns, vocabularies) the model encodes new users from; a
+        RecsysError saying why for a model that does not."""
+        name = getattr(self.model, "name", type(self.model).__name__)
+        if self.encoder is None or "features" not in self.encoder.new_user_inputs:
+            reads = " and ".join(getattr(self.encoder, "new_user_inputs", ())) or "nothing"
+            raise RecsysError(f"{name} model does not answer new users from features (it reads "
+                              f"{reads} for them)")
+        table = getattr(self.model, "features_", {}).get("user_features")
+        if table is None:
+            raise RecsysError(f"{name} model was trained without user features")
+        return table
+
+    def _vectors(self, features: pd.DataFrame | None, history: sp.csr_matrix | None) -> torch.Tensor:
+        """The encoder's vectors of new users from what it reads of their inputs."""
+        inputs = self.encoder.new_user_inputs
+        return self.encoder.user_vectors(
+            features=self._encode_features(features) if features is not None
+            and "features" in inputs else None,
+            history=history if "history" in inputs else None)
+
     def _encode_features(self, frame: pd.DataFrame) -> FeatureTable:
         """Raw user feature columns (one row per new user) encoded with the vocabularies and
         statistics the model learned, rows in order."""
-        table = getattr(self.model, "features_", {}).get("user_features")
-        if table is None:
-            raise RecsysError(f"{self.model.name} model was trained without user features")
         rows = frame.reset_index(drop=True).assign(**{_ROW: np.arange(len(frame))})
-        return table.encode(rows, _ROW, ids=IdMap(np.arange(len(frame))), source="user features")
+        return self.user_features.encode(rows, _ROW, ids=IdMap(np.arange(len(frame))),
+                                         source="user features")
 
     def _scores(self, users: np.ndarray, folded: np.ndarray, vectors: torch.Tensor | None,
                 vector_row: np.ndarray, items: np.ndarray | None) -> torch.Tensor:
@@ -395,7 +417,7 @@ class Ranker:
         folded = self._foldable(users, history, features)
         vectors = None
         if folded.any():
-            vectors = self.encoder.user_vectors(features=features, history=history)
+            vectors = self._vectors(features, history)
         fallback = bool(users[0] < 0 and not folded[0])
         if fallback and self.popularity is None:
             raise RecsysError("users unknown to the model need seen items for the popularity fallback")
@@ -403,6 +425,19 @@ class Ranker:
         return Ranked(self.items.ids[idx].tolist(), scores.cpu().double().tolist(),
                       fallback=fallback, folded_in=bool(folded[0]),
                       unknown_item_ids=[*unknown, *unknown_history[0]])
+
+
+def at_grade(model: Any, grade: int | str | None) -> Any:
+    """`model` ranking by level `grade` of graded feedback (a level name or 1-based number,
+    through the model's `at_level`, e.g. gnolr); None: the model as it is. RecsysError for a
+    model without levels or a level it does not have."""
+    if grade is None:
+        return model
+    if not hasattr(model, "at_level"):
+        name = getattr(model, "name", type(model).__name__)
+        raise RecsysError(f"{name} model has no grades to rank by (a model trained on graded "
+                          "feedback, such as gnolr, has)")
+    return model.at_level(grade)
 
 
 def history_matrix(histories: Sequence[Sequence[Id] | None], item_map: IdMap

@@ -117,11 +117,15 @@ def _lowest_of_tie(scores: torch.Tensor, values: torch.Tensor, items: torch.Tens
 
 def _best_first(scores: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`items` (a row's chosen indices) ordered by score, ties by ascending index, and their
-    scores."""
-    items = items.sort(1).values  # ascending index, then a stable sort by score
+    scores: one sort of the keys (rank of the score among the row's distinct chosen scores,
+    index)."""
     values = scores.gather(1, items)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return items.gather(1, order), values.gather(1, order)
+    values, order = torch.sort(values, dim=1, descending=True)
+    items = items.gather(1, order)
+    group = torch.cumsum(values[:, 1:] != values[:, :-1], 1)  # same score, same group
+    group = torch.nn.functional.pad(group, (1, 0))
+    keys = torch.sort(group * scores.shape[1] + items, dim=1).values
+    return keys % scores.shape[1], values
 
 
 def _top_k_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +154,7 @@ def mask_pairs(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> None
 
 def pair_keys(matrix: sp.csr_matrix) -> torch.Tensor:
     """Sorted keys user * n_items + item of the stored pairs of a CSR matrix."""
-    m = matrix.copy()
-    m.sort_indices()
+    m = matrix if matrix.has_sorted_indices else matrix.sorted_indices()
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
     return torch.from_numpy(rows * m.shape[1] + m.indices)
 

@@ -16,8 +16,12 @@ step, logging to MLflow); `on_optimizer` receives the optimiser once it is built
 device: nothing waits for the accelerator until the epoch ends.
 
 The decision to keep or stop lives in `EarlyStopping` alone. Under data-parallel training
-only rank 0 needs to validate: a `validate` that computes the score there and broadcasts it
-keeps every rank's bookkeeping (best epoch, kept weights of its own replica, stop) identical.
+(`recsys.distributed`: launched as several processes) each rank computes the loss on its part
+of every global batch under DistributedDataParallel, the logged losses are averaged over the
+ranks, and only rank 0 needs to validate: a `validate` that computes the score there and
+broadcasts it (`distributed.on_main`) keeps every rank's bookkeeping (best epoch, kept weights
+of its own replica) identical, and rank 0's stop decision is broadcast too. One process takes
+none of these paths.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from recsys import distributed
 from recsys.errors import RecsysError
 
 HOOKS = ("on_optimizer", "on_train_start", "on_epoch_start", "after_step", "on_epoch_end")
@@ -131,9 +137,21 @@ class EarlyStopping:
             logs["valid"] = score = float(self.validate())
         if epoch > self.warmup and (self.best_score is None or score > self.best_score):
             self.best_epoch, self.best_score = epoch, score
-            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            self._keep(module.state_dict())
         last_gain = self.best_epoch if self.best_score is not None else self.warmup
         return epoch > self.warmup and epoch - last_gain >= self.patience
+
+    def _keep(self, state: dict[str, torch.Tensor]) -> None:
+        """A copy of `state`, written into the previous best's tensors when their shapes
+        match (no fresh allocation per improvement)."""
+        best = self.best_state
+        if best is not None and best.keys() == state.keys() and all(
+                best[k].shape == v.shape and best[k].dtype == v.dtype
+                and best[k].device == v.device for k, v in state.items()):
+            for k, v in state.items():
+                best[k].copy_(v.detach())
+        else:
+            self.best_state = {k: v.detach().clone() for k, v in state.items()}
 
     def restore(self, module: torch.nn.Module) -> None:
         if self.best_state is not None:
@@ -164,6 +182,8 @@ def train_loop(
         raise RecsysError(f"epochs must be positive, got {epochs}")
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer, scheduler = optim.build(params, horizon or epochs)
+    world = distributed.world()
+    compute = _ShardedLoss(module, step, world) if world.distributed else step.loss
     listeners = [h for h in (step, *hooks) if h is not None]
     calls = {name: [getattr(h, name) for h in listeners if callable(getattr(h, name, None))]
              for name in HOOKS}
@@ -172,7 +192,8 @@ def train_loop(
     for fn in calls["on_train_start"]:
         fn()
     result = TrainResult(best_epoch=epochs, best_score=None)
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch",
+               disable=not progress or world.rank != 0)
     global_step = 0
     for epoch in bar:
         for fn in calls["on_epoch_start"]:
@@ -183,7 +204,7 @@ def train_loop(
         n = 0
         for batch in step.batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            parts = step.loss(*batch)
+            parts = compute(*batch)
             loss = functools.reduce(operator.add, parts.values()) if isinstance(parts, dict) else parts
             loss.backward()
             if optim.clip_grad > 0:
@@ -196,9 +217,11 @@ def train_loop(
                 fn(global_step)
         if scheduler is not None:
             scheduler.step()
-        logs = _epoch_logs(sums, n, desc, epoch)
+        logs = _epoch_logs(sums, n, desc, epoch, world.distributed)
         logs["seconds"] = time.perf_counter() - start
         stop = stopping.update(epoch, module, logs) if stopping is not None else False
+        if world.distributed:
+            stop = distributed.agree(stop, compute.device)
         logs = {f"{prefix}{k}": v for k, v in logs.items()}
         result.history.append({"epoch": epoch, **logs})
         bar.set_postfix({k: round(v, 4) for k, v in logs.items() if not k.endswith("seconds")})
@@ -221,11 +244,45 @@ def _accumulate(sums: dict[str, torch.Tensor], loss: torch.Tensor, parts) -> Non
         sums[key] = sums[key] + value if key in sums else value
 
 
-def _epoch_logs(sums: dict[str, torch.Tensor], n: int, desc: str, epoch: int) -> dict[str, float]:
-    """Epoch means of the loss and its parts, with one transfer from the device."""
+class _LossModule(nn.Module):
+    """The step's loss as the forward of a module owning the trained parameters, so that
+    DistributedDataParallel sees the forward and reduces their gradients in backward."""
+
+    def __init__(self, module: nn.Module, loss: Callable) -> None:
+        super().__init__()
+        self.inner, self.loss = module, loss
+
+    def forward(self, *batch):
+        return self.loss(*batch)
+
+
+class _ShardedLoss:
+    """The step's loss on this rank's part of each global batch, under DDP: the rank's loss
+    is weighted by its share of the batch, so the gradients DDP averages are those of the
+    global batch mean."""
+
+    def __init__(self, module: nn.Module, step: Step, world: distributed.World) -> None:
+        self.world, self.device = world, next(module.parameters()).device
+        self.ddp = distributed.wrap(_LossModule(module, step.loss))
+
+    def __call__(self, *batch):
+        part, weight = distributed.shard(batch, self.world)
+        parts = self.ddp(*part)
+        if isinstance(parts, dict):
+            return {k: v * weight for k, v in parts.items()}
+        return parts * weight
+
+
+def _epoch_logs(sums: dict[str, torch.Tensor], n: int, desc: str, epoch: int,
+                over_ranks: bool = False) -> dict[str, float]:
+    """Epoch means of the loss and its parts (averaged over the ranks under data-parallel
+    training), with one transfer from the device."""
     if n == 0:
         raise RecsysError(f"{desc}: epoch {epoch} had no batches")
-    means = (torch.stack(list(sums.values())).float() / n).tolist()
+    stacked = torch.stack(list(sums.values())).float()
+    if over_ranks:
+        stacked = distributed.mean_over_ranks(stacked)
+    means = (stacked / n).tolist()
     logs = dict(zip(sums, means, strict=True))
     if not math.isfinite(logs["loss"]):
         raise RecsysError(f"{desc}: loss became {logs['loss']} at epoch {epoch}; "

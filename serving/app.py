@@ -19,7 +19,7 @@ from serving.engine import Engine, Query, Ranked, RequestError
 from serving.loader import load_engine
 from serving.observe import Metrics, ObserveMiddleware, configure_access_log
 from serving.settings import Settings
-from serving.validation import StrictJSONRoute, validation_error
+from serving.validation import StrictJSONRoute, short, validation_error
 
 log = logging.getLogger("recsys.serving")
 
@@ -108,50 +108,70 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         return [{"item_id": i, "score": s, "rank": r}
                 for r, (i, s) in enumerate(zip(ranked.item_ids, ranked.scores, strict=True), start=1)]
 
-    def recommendation(user_id, ranked: Ranked) -> dict:
+    def recommendation(user_id, ranked: Ranked, unknown_features: dict | None = None) -> dict:
         if ranked.fallback:
             metrics.fallbacks.inc()
         return {"user_id": user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
-                "items": ranked_items(ranked), "unknown_item_ids": ranked.unknown_item_ids}
+                "items": ranked_items(ranked), "unknown_item_ids": ranked.unknown_item_ids,
+                "unknown_feature_values": unknown_features or {}}
 
     @app.post("/recommend", response_model=schemas.RecommendResponse)
     async def recommend(body: schemas.RecommendRequest, engine: ServedEngine):
         """Top-k items for one user. A user the model does not know is answered from `history`
-        when given (`folded_in`), else with the most popular items (`fallback`)."""
+        and/or `features` when given and the model can (`folded_in`), else with the most
+        popular items (`fallback`). `grade` ranks by a level of a graded model."""
         check(body, history=len(body.history or ()))
+        engine = engine.at_grade(body.grade)
+        features, unknown = engine.features(body.features)
         if body.item_ids is None and not body.exclude_item_ids and not body.filters:
-            ranked = await batcher.recommend(engine, Query(body.user_id, history=body.history,
-                                                           k=body.k, exclude_seen=body.exclude_seen))
+            ranked = await batcher.recommend(engine, Query(
+                body.user_id, history=body.history, features=features, k=body.k,
+                exclude_seen=body.exclude_seen))
         else:
             ranked = engine.recommend(body.user_id, body.k, exclude_seen=body.exclude_seen,
-                                      history=body.history, item_ids=body.item_ids,
+                                      history=body.history, features=features,
+                                      item_ids=body.item_ids,
                                       exclude_item_ids=body.exclude_item_ids, filters=body.filters)
-        return {**recommendation(body.user_id, ranked), "model_version": engine.version}
+        return {**recommendation(body.user_id, ranked, unknown), "model_version": engine.version}
 
     @app.post("/recommend/batch", response_model=schemas.BatchRecommendResponse)
     def recommend_batch(body: schemas.BatchRecommendRequest, engine: ServedEngine):
         """Top-k items for several users (run off the event loop: it may take a while)."""
         check(body, users=len(body.user_ids),
               history=sum(len(items) for items in (body.history or {}).values()))
+        requested = {str(u) for u in body.user_ids}
+        for field, per_user in (("history", body.history), ("features", body.features)):
+            stray = [user for user in per_user or {} if user not in requested]
+            if stray:
+                raise RequestError(f"{field}: user id {short(stray[0])} is not one of user_ids "
+                                   "(keys are user ids as text)")
+        engine = engine.at_grade(body.grade)
+        checked = {user: engine.features(values, f"features.{user}")
+                   for user, values in (body.features or {}).items()}
         ranked = engine.recommend_many(body.user_ids, body.k, exclude_seen=body.exclude_seen,
-                                       history=body.history, item_ids=body.item_ids,
+                                       history=body.history,
+                                       features={u: row for u, (row, _) in checked.items()},
+                                       item_ids=body.item_ids,
                                        exclude_item_ids=body.exclude_item_ids, filters=body.filters)
         return {"model_version": engine.version,
-                "results": [recommendation(u, r) for u, r in zip(body.user_ids, ranked, strict=True)]}
+                "results": [recommendation(u, r, checked.get(str(u), (None, {}))[1])
+                            for u, r in zip(body.user_ids, ranked, strict=True)]}
 
     @app.post("/score", response_model=schemas.ScoreResponse)
     async def score(body: schemas.ScoreRequest, engine: ServedEngine):
         """The model's scores of the given items for a user, in request order."""
         within("item_ids", len(body.item_ids), "max_item_ids")
         within("history", len(body.history or ()), "max_item_ids")
-        ranked = engine.score(body.user_id, body.item_ids, history=body.history)
+        engine = engine.at_grade(body.grade)
+        features, unknown = engine.features(body.features)
+        ranked = engine.score(body.user_id, body.item_ids, history=body.history, features=features)
         if ranked.fallback:
             metrics.fallbacks.inc()
         pairs = zip(ranked.item_ids, ranked.scores, strict=True)
         return {"user_id": body.user_id, "fallback": ranked.fallback, "folded_in": ranked.folded_in,
                 "model_version": engine.version,
                 "scores": [{"item_id": i, "score": s} for i, s in pairs],
-                "unknown_item_ids": ranked.unknown_item_ids}
+                "unknown_item_ids": ranked.unknown_item_ids, "unknown_feature_values": unknown}
 
     @app.get("/similar/{item_id}", response_model=schemas.SimilarResponse)
     async def similar(item_id: str, engine: ServedEngine, k: int = 10):
@@ -159,6 +179,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if not 1 <= k <= settings.max_k:
             raise RequestError(f"k: {k} must be between 1 and this server's max_k of {settings.max_k}")
         ranked = engine.similar(item_id, k)
+        index = engine.items.get(item_id)
+        item_id = engine.items.ids[index:index + 1].tolist()[0]  # the model's id, of its type
         return {"item_id": item_id, "model_version": engine.version,
                 "items": ranked_items(ranked)}
 

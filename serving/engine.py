@@ -9,6 +9,7 @@ built once at load time.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,8 +17,9 @@ import pandas as pd
 import torch
 
 from recsys.data.interactions import Interactions
+from recsys.data.request_features import feature_row, unknown_values
 from recsys.errors import RecsysError
-from recsys.inference import Id, IdLookup, Query, Ranked, Ranker
+from recsys.inference import Id, IdLookup, Query, Ranked, Ranker, at_grade
 from recsys.models.base import BaseRecommender, HasFactors
 from recsys.ranking import top_k
 from serving.validation import short
@@ -75,9 +77,11 @@ class Engine:
     def __init__(self, model: BaseRecommender, seen: Interactions, *, version: str = "local",
                  source: str = "", attributes: pd.DataFrame | None = None):
         self.model = model
+        self.seen = seen
         self.version = version
         self.source = source
         self.ranker = Ranker(model, seen)
+        self._grades: dict[str, Engine] = {}
         self.users, self.items = self.ranker.users, self.ranker.items  # built now, not per request
         self.n_items = len(self.items.ids)
         self.attributes = ItemAttributes(attributes, self.items) if attributes is not None else None
@@ -89,6 +93,26 @@ class Engine:
     @property
     def model_name(self) -> str:
         return self.model.name
+
+    def at_grade(self, grade: Id | None) -> Engine:
+        """This engine ranking by level `grade` of a graded model (a name or 1-based number;
+        None: itself): a view sharing everything but the ranker, built once per level, so
+        requests for one level still share one product. 422 for a model without levels or an
+        unknown level."""
+        if grade is None:
+            return self
+        key = str(grade)
+        view = self._grades.get(key)
+        if view is None:
+            try:
+                model = at_grade(self.model, grade)
+            except RecsysError as exc:
+                raise RequestError(f"grade: {exc}") from None
+            view = copy.copy(self)
+            view.ranker = Ranker(model, self.seen)
+            view._grades = {}
+            self._grades[key] = view  # a race builds it twice, harmlessly
+        return view
 
     def candidates(self, item_ids: Sequence[Id] | None, filters: Mapping[str, Sequence[Id]] | None
                    ) -> tuple[np.ndarray | None, list]:
@@ -102,28 +126,43 @@ class Engine:
             cand = passing if cand is None else cand[np.isin(cand, passing)]
         return cand, unknown
 
+    def features(self, values: Mapping[str, object] | None, where: str = "features"
+                 ) -> tuple[dict | None, dict[str, list[str]]]:
+        """Request-time user features checked against the model's (422 naming the feature
+        otherwise): the row the ranker reads, and the values outside the vocabularies."""
+        if not values:
+            return None, {}
+        try:
+            row = feature_row(self.ranker.user_features, values, where)
+        except RecsysError as exc:
+            raise RequestError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+        return row, unknown_values(self.ranker.user_features, row)
+
     def recommend(self, user_id: Id, k: int, *, exclude_seen: bool = True,
-                  history: Sequence[Id] | None = None, item_ids: Sequence[Id] | None = None,
-                  exclude_item_ids: Sequence[Id] = (),
+                  history: Sequence[Id] | None = None, features: Mapping | None = None,
+                  item_ids: Sequence[Id] | None = None, exclude_item_ids: Sequence[Id] = (),
                   filters: Mapping[str, Sequence[Id]] | None = None) -> Ranked:
         """Top-k items for a user: a known one from the model, an unknown one from `history`
-        (folded in) or else from popularity (flagged fallback)."""
+        and/or `features` (folded in; features as checked by `features`) or else from
+        popularity (flagged fallback)."""
         return self.recommend_many([user_id], k, exclude_seen=exclude_seen,
                                    history={str(user_id): history} if history else None,
+                                   features={str(user_id): features} if features else None,
                                    item_ids=item_ids, exclude_item_ids=exclude_item_ids,
                                    filters=filters)[0]
 
     def recommend_many(self, user_ids: Sequence[Id], k: int, *, exclude_seen: bool = True,
                        history: Mapping[str, Sequence[Id]] | None = None,
+                       features: Mapping[str, Mapping] | None = None,
                        item_ids: Sequence[Id] | None = None, exclude_item_ids: Sequence[Id] = (),
                        filters: Mapping[str, Sequence[Id]] | None = None) -> list[Ranked]:
-        """`recommend` for several users (`history` keyed by the user id as text), candidates
-        and filters resolved once."""
+        """`recommend` for several users (`history` and `features` keyed by the user id as
+        text), candidates and filters resolved once."""
         cand, unknown = self.candidates(item_ids, filters)
         exclude = self.items.many(exclude_item_ids)[0] if exclude_item_ids else None
-        history = history or {}
-        queries = [Query(u, history=history.get(str(u)), k=k, exclude_seen=exclude_seen)
-                   for u in user_ids]
+        history, features = history or {}, features or {}
+        queries = [Query(u, history=history.get(str(u)), features=features.get(str(u)), k=k,
+                         exclude_seen=exclude_seen) for u in user_ids]
         return self.ranker.rank_among(queries, cand, exclude, unknown)
 
     def recommend_each(self, queries: Sequence[Query]) -> list[Ranked]:
@@ -131,11 +170,11 @@ class Engine:
         history, scored together: how concurrent requests share one matrix product."""
         return self.ranker.rank_among(queries, None)
 
-    def score(self, user_id: Id, item_ids: Sequence[Id], *,
-              history: Sequence[Id] | None = None) -> Ranked:
+    def score(self, user_id: Id, item_ids: Sequence[Id], *, history: Sequence[Id] | None = None,
+              features: Mapping | None = None) -> Ranked:
         """Scores of the given items for a user, one per requested known id in request order
-        (repeats included); popularity for unknown users without a history."""
-        return self.ranker.score(Query(user_id, history=history), item_ids)
+        (repeats included); popularity for unknown users without a history or features."""
+        return self.ranker.score(Query(user_id, history=history, features=features), item_ids)
 
     def similar(self, item_id: Id, k: int) -> Ranked:
         """The k items with the most similar factors (cosine), the item itself left out."""

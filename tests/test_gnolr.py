@@ -166,3 +166,83 @@ register_as: graded-model
         assert {"purchase_ndcg_at_20", "cart_recall_at_20", "graded_ndcg_at_20"} <= set(
             run.data.metrics)
     assert "models:/graded-model@champion" in capsys.readouterr().out
+
+
+def test_batch_pyfunc_and_http_rank_by_a_chosen_grade(sim, nested, sqlite_store, tmp_path,
+                                                      free_port, capsys):
+    import mlflow
+    from http_client import Client, running
+
+    from serving import Settings, create_app
+    from serving.loader import load_engine
+
+    k, users = 5, sim.train.user_map.ids[:12].tolist()
+    nested.save(tmp_path / "m", seen=sim.train)
+    # reference: the cart level's factors, training items masked, ties to the lower index
+    scores = (nested.user_factors("cart") @ nested.item_factors().T).numpy()
+    scores[sim.train.matrix.toarray() > 0] = -np.inf
+    expected = {u: sim.train.item_map.ids[np.argsort(-scores[i], kind="stable")[:k]].tolist()
+                for i, u in enumerate(sim.train.user_map.ids)}
+    deepest = (nested.user_factors() @ nested.item_factors().T).numpy()
+    assert not np.allclose(scores[np.isfinite(scores)], deepest[np.isfinite(scores)])
+
+    for grade in ("cart", "2"):
+        assert main(["recommend", "--model", str(tmp_path / "m"), "--grade", grade, "--k", str(k),
+                     "--out", str(tmp_path / f"r{grade}.parquet")]) == 0
+        recs = pd.read_parquet(tmp_path / f"r{grade}.parquet").sort_values(["user_id", "rank"])
+        assert recs.groupby("user_id").item_id.agg(list).to_dict() == expected
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--grade", "refund",
+                 "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "recsys: error: --grade refund: unknown level 'refund'; levels: click<cart<purchase" \
+        in capsys.readouterr().err
+
+    assert main(["export", "--model", str(tmp_path / "m"), "--name", "graded",
+                 "--alias", "champion"]) == 0
+    uri = "models:/graded@champion"
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"user_id": users}),
+                                                   params={"k": k, "grade": "cart"})
+    assert pyfunc.groupby("user_id").item_id.agg(list).to_dict() == {u: expected[u] for u in users}
+
+    settings = Settings(model=uri)
+    with running(create_app(settings, load_engine(settings)), free_port) as port:
+        client = Client(port)
+        for user, grade in zip(users, ["cart", 2] * 6, strict=True):
+            status, body = client.call("POST", "/recommend", {"user_id": user, "k": k, "grade": grade})
+            assert status == 200 and [i["item_id"] for i in body["items"]] == expected[user], user
+        status, body = client.call("POST", "/recommend/batch", {"user_ids": users, "k": k,
+                                                                "grade": "cart"})
+        assert [[i["item_id"] for i in r["items"]] for r in body["results"]] == \
+            [expected[u] for u in users]
+        status, body = client.call("POST", "/score", {"user_id": users[0], "item_ids": [0, 1],
+                                                      "grade": "cart"})
+        assert np.allclose([s["score"] for s in body["scores"]],
+                           (nested.user_factors("cart")[0] @ nested.item_factors()[:2].T).numpy(),
+                           rtol=1e-5)
+        bad = [client.call("POST", "/recommend", {"user_id": users[0], "grade": g})
+               for g in ("refund", 4, 0, True)]
+    assert [s for s, _ in bad] == [422] * 4
+    assert bad[0][1]["detail"] == "grade: unknown level 'refund'; levels: click<cart<purchase"
+    assert bad[1][1]["detail"] == "grade: level 4 outside 1..3 (click<cart<purchase)"
+    assert bad[2][1]["detail"] == "grade: level 0 outside 1..3 (click<cart<purchase)"
+
+
+def test_a_grade_for_a_model_without_grades_is_an_error(sim, tmp_path, capsys):
+    from serving.engine import Engine, RequestError
+
+    pop = create_model("pop").fit(sim.train)
+    with pytest.raises(RequestError, match="grade: pop model has no grades to rank by"):
+        Engine(pop, sim.train).at_grade("purchase")
+    pop.save(tmp_path / "pop", seen=sim.train)
+    assert main(["recommend", "--model", str(tmp_path / "pop"), "--grade", "purchase",
+                 "--out", str(tmp_path / "r.parquet")]) == 2
+    assert "--grade purchase: pop model has no grades to rank by" in capsys.readouterr().err
+
+
+def test_new_users_fold_in_against_the_heads_of_the_ranking_level(sim, nested):
+    history = sim.train.matrix[:3]
+    for grade in ("click", "cart", None):
+        view = nested.at_level(grade)
+        vectors = view.user_vectors(history=history).view(3, 3, -1)
+        used = nested._mix(3)[nested._head_of(grade)]
+        # the heads the level does not sum stay 0; the others do not
+        assert (vectors[:, used == 0] == 0).all() and (vectors[:, used == 1] != 0).any()

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from pipelines.commands.common import check_out
+from recsys import distributed
 from recsys.data.files import aligned_side_features, read_interactions, with_side_files
 from recsys.errors import RecsysError
 from recsys.models.base import (
@@ -16,6 +17,8 @@ from recsys.models.base import (
     model_names,
 )
 from recsys.models.persist import check_model_target
+from recsys.models.torch_model import TorchRecommender
+from recsys.train import resolve_device
 
 
 def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
@@ -47,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise RecsysError(f"--augmentation: model {args.model!r} takes no augmentation "
                               "folder (llmrec does)")
         params["augmentation"] = args.augmentation
+    if _parallel(args, params):
+        return
     model = create_model(args.model, **params)
     train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     valid = None
@@ -57,10 +62,31 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
         valid = aligned_side_features(valid, train)
     model.fit(train, valid=valid)
+    if not distributed.is_main():
+        return
     model.save(args.out, seen=train)
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in model.fit_info_.items())
     print(f"trained {args.model} ({info}) -> {args.out}")
+
+
+def _parallel(args: argparse.Namespace, params: dict[str, Any]) -> bool:
+    """Check the process count; with `--nproc` N > 1 outside a launcher, run this same command
+    as N data-parallel processes and return True (the processes did the work)."""
+    world = distributed.world()
+    nproc = args.nproc if args.nproc is not None else world.size
+    if nproc < 1:
+        raise RecsysError(f"--nproc must be at least 1, got {nproc}")
+    if world.distributed and nproc != world.size:
+        raise RecsysError(f"--nproc {nproc}, but the launcher started {world.size} processes")
+    if nproc > 1 and not issubclass(get_model_class(args.model), TorchRecommender):
+        raise RecsysError(f"--nproc {nproc}: model {args.model!r} does not train with torch; "
+                          "data-parallel training applies to torch models (mf, lightgcn, ...)")
+    if nproc == 1 or world.distributed:
+        return False
+    distributed.check_nproc(nproc, resolve_device(params.get("device", "auto")))
+    distributed.launch(nproc, ["-m", "pipelines.cli", *args.argv])
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,4 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")
     tr.add_argument("--item-text", help="item_id,text file, for models that use item text")
     tr.add_argument("--augmentation", help="folder written by `recsys augment` (llmrec)")
+    tr.add_argument("--nproc", type=int, help="train data-parallel in this many processes: one "
+                    "per GPU (NCCL), or on CPU (gloo) with --param device=cpu; also set by "
+                    "torchrun")
     tr.set_defaults(func=cmd_train)

@@ -45,12 +45,12 @@ def evaluate(
     ks = parse_ks(k)
     if train is not None and train.matrix.shape != test.matrix.shape:
         raise RecsysError(f"train {train.matrix.shape} and test {test.matrix.shape} use different id maps")
-    test, in_train = drop_training_pairs(test, train)
+    ranker = Ranker(model, train, n_items=test.n_items)
+    test, in_train = drop_training_pairs(test, train, ranker.device)
     candidates = np.arange(test.n_users) if users is None else np.unique(np.asarray(users))
     users = candidates[test.user_degree[candidates] > 0]
     if len(users) == 0:
         raise RecsysError("no test user has a test item known to the model: nothing to evaluate")
-    ranker = Ranker(model, train, n_items=test.n_items)
     items, valid = _rank_all(ranker, users, max(ks), progress)
     result = _metrics(items, valid, users, test, train, ks, metrics, head_frac)
     result["users"] = len(users)
@@ -134,13 +134,15 @@ def _metrics(items: torch.Tensor, valid: torch.Tensor, users: np.ndarray, test: 
     return result
 
 
-def drop_training_pairs(test: Interactions, train: Interactions | None) -> tuple[Interactions, int]:
+def drop_training_pairs(test: Interactions, train: Interactions | None,
+                        device: str | torch.device = "cpu") -> tuple[Interactions, int]:
     """`test` without the pairs that are also in `train` (they can never be recommended), and
-    how many there were."""
+    how many there were; the lookup runs on `device` (a binary search per test pair)."""
     if train is None:
         return test, 0
     rows, cols = test.coo
-    in_train = contains(pair_keys(train.matrix), torch.from_numpy(rows * test.n_items + cols)).numpy()
+    keys = torch.from_numpy(rows * test.n_items + cols).to(device)
+    in_train = contains(pair_keys(train.matrix).to(device), keys).cpu().numpy()
     if not in_train.any():
         return test, 0
     return test.with_pairs(rows, cols, ~in_train), int(in_train.sum())

@@ -150,6 +150,7 @@ class GNOLR(TorchRecommender):
     lr: Positive[float] = 0.01
 
     uses: ClassVar[frozenset[str]] = frozenset({"levels"})
+    _ranking_level: ClassVar[int | str | None] = None  # the level `at_level` chose
     state_rows: ClassVar[dict[str, str]] = {"user_heads": "users", "item_factors": "items"}
     test_params: ClassVar[dict] = {"factors": 8, "epochs": 10}
 
@@ -188,13 +189,17 @@ class GNOLR(TorchRecommender):
                            scales, thresholds).to(device)
 
     def batches(self, epoch: int):
-        return self.sampler_
+        """(users, clicked items, [batch, negatives] sampled items): the negatives are drawn
+        with the batch, so that data-parallel ranks share them out like the rest of it."""
+        for users, items, _ in self.sampler_:
+            drawn = self.sampler_.negatives(users.repeat(self.negatives))
+            yield users, items, drawn.view(self.negatives, len(users)).T
 
-    def loss(self, users: torch.Tensor, items: torch.Tensor, _=None) -> torch.Tensor:
+    def loss(self, users: torch.Tensor, items: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
         pos = torch.searchsorted(self.keys_, users * self.sampler_.n_items + items)
         labels = self.pair_levels_[pos]
         neg_users = users.repeat(self.negatives)
-        neg_items = self.sampler_.negatives(neg_users)
+        neg_items = drawn.T.reshape(-1)  # in the order of neg_users
         users, items = torch.cat([users, neg_users]), torch.cat([items, neg_items])
         labels = torch.cat([labels, torch.zeros_like(neg_users)])
         eta = self._logits(self.module_.head_logits(users, items), self.module_.thresholds())
@@ -240,7 +245,8 @@ class GNOLR(TorchRecommender):
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors ranking by the default level: the deepest (or a binary model's own)."""
         m = self.module_
-        users = m.user_heads() * self._mix(m.heads)[-1][None, :, None]
+        users = m.user_heads()
+        users = users * self._mix(m.heads, users.device)[-1][None, :, None]
         return users.flatten(1), m.item_heads().flatten(1)
 
     # ---- levels, scores and probabilities -----------------------------------------------
@@ -249,10 +255,10 @@ class GNOLR(TorchRecommender):
         """The level the last head (the default ranking) stands for, 1-based."""
         return self.grade or len(self.level_names_)
 
-    def _mix(self, heads: int) -> torch.Tensor:
+    def _mix(self, heads: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[levels, heads]: which heads' logits add up to each level's logit."""
-        ones = torch.ones(heads, heads)
-        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads)
+        ones = torch.ones(heads, heads, device=device)
+        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads, device=device)
 
     def _head_of(self, grade: int | str | None) -> int:
         """The 0-based row of `_mix` for a level given by name or 1-based number."""
@@ -282,16 +288,28 @@ class GNOLR(TorchRecommender):
         if grade is None:
             return self.user_factors_
         heads = len(self.thresholds_)
-        mask = self._mix(heads)[row].to(self.user_heads_.device)
+        mask = self._mix(heads, self.user_heads_.device)[row]
         return (self.user_heads_.view(len(self.user_heads_), heads, -1) * mask[:, None]).flatten(1)
 
     def at_level(self, grade: int | str | None) -> GNOLR:
         """This model ranking by level `grade` by default (a name or 1-based number; None: the
         deepest): a copy sharing the weights, whose `user_factors()` serve that level, so the
-        usual factor ranking (evaluation, batch jobs, serving) ranks by it."""
+        usual factor ranking (evaluation, batch jobs, serving, new users) ranks by it."""
         view = copy.copy(self)
         view.user_factors_ = self.user_factors(grade)
+        view._ranking_level = grade
         return view
+
+    def user_vectors(self, features=None, history=None) -> torch.Tensor:
+        """New users folded in (least squares, `FactorModel`) against the item factors of the
+        heads the ranking level sums, so their vectors rank by that level as known users'
+        factors do (the other heads' columns are 0)."""
+        heads = len(self.thresholds_)
+        mix = self._mix(heads)[self._head_of(self._ranking_level)].to(self.item_factors_.device)
+        masked = copy.copy(self)
+        masked.item_factors_ = (self.item_factors_.view(len(self.item_factors_), heads, -1)
+                                * mix[:, None]).flatten(1)
+        return super(GNOLR, masked).user_vectors(features, history)
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None, *,
               grade: int | str | None = None, probabilities: bool = False) -> torch.Tensor:
@@ -327,7 +345,7 @@ class GNOLR(TorchRecommender):
         self.user_heads_ = state["user_heads"].float()
         self.thresholds_ = state["thresholds"].float()
         heads = len(self.thresholds_)
-        mask = self._mix(heads)[-1]
+        mask = self._mix(heads, self.user_heads_.device)[-1]
         users = (self.user_heads_.view(len(self.user_heads_), heads, -1) * mask[:, None])
         self._set_factors(users.flatten(1), state["item_factors"])
 

@@ -90,15 +90,26 @@ class MF(SparseTables, TorchRecommender):
 
     def train_step(self) -> StepFunctions:
         # MF's `loss` names the loss function (a parameter), so the step is a separate object
-        return StepFunctions(lambda epoch: self.sampler_, self._batch_loss)
+        return StepFunctions(self._batches, self._batch_loss)
+
+    def _batches(self, epoch: int):
+        """Pairwise: (users, clicked items, sampled items); pointwise: (users, clicked items,
+        users and items of as many unobserved cells), drawn with the batch so that data-parallel
+        ranks share them out like the rest of the batch."""
+        if self.loss in PAIRWISE:
+            return self.sampler_
+        return ((users, pos, *self.sampler_.unobserved(len(users)))
+                for users, pos, _ in self.sampler_)
 
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.module_.users.weight, self.module_.items.weight
 
-    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None):
-        """The loss of one batch (users, clicked items, sampled items) under `self.loss`."""
+    def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, *drawn: torch.Tensor):
+        """The loss of one batch (users, clicked items, then the sampled items, or the users
+        and items of unobserved cells) under `self.loss`."""
         module, sampler, propensity = self.module_, self.sampler_, self.propensity_
         if self.loss in PAIRWISE:
+            (neg,) = drawn
             u, i, j = module.users(users), module.items(pos), module.items(neg)
             if self.loss == "bpr":
                 per_pair = bpr_loss(_dot(u, i), _dot(u, j))
@@ -107,7 +118,7 @@ class MF(SparseTables, TorchRecommender):
                                      sampler.is_positive(users, neg).float(),
                                      propensity(users, neg), beta=self.beta)
             return per_pair.mean() + self.reg * _l2(u, i, j)
-        nu, ni = sampler.unobserved(len(users))
+        nu, ni = drawn
         all_users, all_items = torch.cat([users, nu]), torch.cat([pos, ni])
         clicks = torch.cat([torch.ones_like(users), torch.zeros_like(nu)]).float()
         u, i = module.users(all_users), module.items(all_items)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys import distributed
 from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
 from recsys.data.split import holdout
@@ -92,6 +93,13 @@ class TorchRecommender(FactorModel):
     on all training data for that many epochs, so no data is lost to validation. When the
     holdout leaves no validation pairs (tiny data), training runs all `epochs` without early
     stopping and says so.
+
+    Launched as several processes (`recsys.distributed`), `fit` trains data-parallel:
+    `batch_size` is the global batch, shared among the ranks; rank 0 alone validates and calls
+    the `callbacks`; every rank ends with the same factors. A family whose batches carry all
+    of a step's randomness and whose loss is a mean over the batch's pairs trains the
+    one-process model; randomness drawn inside `loss` is drawn alike on every rank, and
+    in-batch negatives come from the rank's part of the batch.
     """
 
     epochs: Positive[int] = 200
@@ -141,7 +149,9 @@ class TorchRecommender(FactorModel):
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             callbacks: Iterable = ()) -> TorchRecommender:
         self._start_fit(train)
-        self.device_ = resolve_device(self.device)
+        self.device_ = distributed.setup(resolve_device(self.device))
+        if distributed.world().distributed:
+            self.fit_info_["processes"] = distributed.world().size
         self.propensity_ = self.propensities(train)
         if self.propensity_ is not None:
             self.fit_info_["propensity"] = self.propensity_.describe()
@@ -172,12 +182,16 @@ class TorchRecommender(FactorModel):
         torch.manual_seed(self.seed)
         self.module_ = self.build(train, self.device_)
         stopping = None
+        main, several = distributed.is_main(), distributed.world().distributed
         if valid is not None:
-            stopping = EarlyStopping(self._validator(train, valid), self.patience, self.warmup,
-                                     self.valid_every)
+            validate = self._validator(train, valid) if main else None
+            if several:  # validated on rank 0, the score broadcast to every rank
+                validate = distributed.on_main(validate, self.device_)
+            stopping = EarlyStopping(validate, self.patience, self.warmup, self.valid_every)
         optim = Optim(self.optimizer, self.lr, self.weight_decay, self.schedule, self.clip_grad)
         result = train_loop(self.module_, self.train_step(), epochs=epochs, optim=optim,
-                            stopping=stopping, hooks=[*self.hooks(), *callbacks],
+                            stopping=stopping,
+                            hooks=[*self.hooks(), *(callbacks if main else ())],
                             horizon=self.epochs, progress=self.progress,
                             desc=f"{self.name} {prefix.rstrip('_')}".strip(), prefix=prefix)
         self._export()
