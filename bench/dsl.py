@@ -15,7 +15,9 @@ density, saved to a folder and loaded back, then measured:
   the ranking code take), and what the same factors would take as scipy CSR
   (float32 values, int32 column indices, int32 row pointers);
 - scoring every user against every item: the dense product U V' against the CSR product
-  (V_csr U'), best of 10, on the same factors (the measured reason for densifying at load).
+  (V_csr U'), best of 10, on the same factors.
+`--products 1682,100000` instead times those products (and torch's sparse CSR product) on
+random factors of 1024 users, 64 dimensions and each number of items, at each density.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def best_of(fn, repeat: int = 10) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def product_times(n_items: int, density: float, users: int = 1024, dim: int = 64) -> dict:
+    """Milliseconds (best of 10) of scoring `users` random sparse user rows against `n_items`
+    random item factors at `density`: dense, scipy CSR and torch CSR products."""
+    rng = np.random.default_rng(0)
+    u, v = (rng.standard_normal((n, dim)).astype(np.float32) for n in (users, n_items))
+    u[rng.random(u.shape) > density] = 0
+    v[rng.random(v.shape) > density] = 0
+    v_csr, v_torch = sp.csr_matrix(v), torch.from_numpy(v).to_sparse_csr()
+    u_t = torch.from_numpy(u).T.contiguous()
+    return {"items": n_items, "density": density,
+            "dense_ms": best_of(lambda: u @ v.T) * 1000,
+            "scipy_csr_ms": best_of(lambda: (v_csr @ u.T).T) * 1000,
+            "torch_csr_ms": best_of(lambda: torch.sparse.mm(v_torch, u_t)) * 1000}
 
 
 def run(name: str, density: float, seed: int, train: Interactions, test: Interactions,
@@ -129,9 +146,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--csv", help="also write the per-run rows here")
+    ap.add_argument("--products", help="only time the scoring products for these item counts")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.products:
+        print(pd.DataFrame([product_times(int(n), float(d)) for n in args.products.split(",")
+                            for d in args.densities.split(",")]).round(2).to_string(index=False))
+        return
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {platform.node()} | {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads "
           f"| torch {torch.__version__} on {where}", flush=True)
