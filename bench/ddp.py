@@ -94,7 +94,7 @@ def main(argv=None) -> None:
             spec = {"runs": runs, "epochs": args.epochs, "device": args.device,
                     "nproc": nproc}
             (folder / "spec.json").write_text(json.dumps(spec))
-            distributed.check_nproc(nproc, args.device)
+            distributed.check_nproc(nproc, torch.device(args.device))
             distributed.launch(nproc, [__file__, "--worker", str(folder)])
             history = json.loads((folder / f"result{nproc}.json").read_text())
             for (name, batch), epochs in zip(runs, history, strict=True):

@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--work", type=Path, default=Path("bench/results/llmrec"))
     ap.add_argument("--json", type=Path, help="write the per-seed results here")
+    ap.add_argument("--encoder", help="sentence-transformers folder for the text side information "
+                                      "(default: the packaged all-MiniLM-L6-v2)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
@@ -127,13 +129,14 @@ def main() -> None:
     run_variants(train, test, augs, args)
 
 
-def variants(work: Path, augs: dict) -> dict[str, tuple[str, dict]]:
+def variants(work: Path, augs: dict, encoder: str | None = None) -> dict[str, tuple[str, dict]]:
     """Name -> (model, parameters) of each compared model."""
+    text = {"encoder": encoder} if encoder else {}
     out = {"lightgcn": ("lightgcn", {}),
-           "+text": ("llmrec", {"augmentation": str(work / "aug-offline"), "aug_rate": 0.0}),
-           "+text+offline triples": ("llmrec", {"augmentation": str(work / "aug-offline")})}
+           "+text": ("llmrec", {"augmentation": str(work / "aug-offline"), "aug_rate": 0.0, **text}),
+           "+text+offline triples": ("llmrec", {"augmentation": str(work / "aug-offline"), **text})}
     if "llm" in augs:
-        out["+text+LLM triples"] = ("llmrec", {"augmentation": str(work / "aug-llm")})
+        out["+text+LLM triples"] = ("llmrec", {"augmentation": str(work / "aug-llm"), **text})
     return out
 
 
@@ -151,7 +154,7 @@ def run_variants(train, test, augs, args) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     for seed in seeds:
         scores = {}
-        for name, (model, params) in variants(args.work, augs).items():
+        for name, (model, params) in variants(args.work, augs, args.encoder).items():
             start = time.perf_counter()
             fitted = create_model(model, seed=seed, device=args.device, progress=False, **params).fit(train)
             metrics = evaluate(fitted, test, train=train, k=20)

@@ -1,12 +1,24 @@
-"""Unbiased learning on simulated MNAR data: naive MF vs Rel-MF vs clipped Rel-MF vs UBPR.
+"""Unbiased learning on semi-synthetic MNAR data: naive MF vs Rel-MF vs clipped Rel-MF vs UBPR.
 
-    python bench/mnar.py [--biases 0.5,1.0,1.5] [--seeds 0,1,2] [--users 6000 --items 3000
-                         --interactions 120000] [--model "LABEL=NAME:key=value,..." ...]
+    python bench/mnar.py [--biases 0.5,1.0,1.5] [--seeds 0,1,2] [--users 3000 --items 1500
+                         --interactions 40000] [--model "LABEL=NAME:key=value,..." ...]
+    python bench/mnar.py --movielens ../shared/data/ml-100k [--powers 1,2,3] ...
+    ... [--tune 20 [--timeout S] [--metric snips_recall@20]]
 
-For each popularity-bias strength and seed, simulates clicks (recsys.data.simulate), trains
-each model on the biased training clicks, and reports DCG@3, DCG@5, Recall@5 and MAP@5 on
-the uniformly exposed test set, overall and with only rare items (outside the 20% most
-clicked) counted as relevant, as mean +- standard deviation over seeds.
+Two simulators. By default recsys.data.simulate: latent-factor relevance, Zipf exposure of
+strength `--biases`. With `--movielens`, Saito et al.'s recipe (recsys.data.semisynthetic):
+relevance from an MF fit to the MovieLens-100K ratings, exposure from a logistic MF fit to
+the rated/not-rated indicator raised to each power in `--powers`. Each cell (strength, seed,
+model) trains on the biased training clicks and is scored on the uniformly exposed test set:
+DCG@3, DCG@5, Recall@5 and MAP@5, overall and with only rare items (outside the 20% most
+clicked) counted as relevant; the table gives mean +- standard deviation over seeds, then the
+per-seed DCG@5 of every model against the first one.
+
+With `--tune N`, every model is tuned the same way before it is scored (pipelines/tune.py):
+N trials (or `--timeout` seconds) of its search space, each validated on a split of the
+training clicks by `--metric` (default SNIPS recall@20, the same propensities for every
+model: from item popularity, or `--valid-propensity true`), the best refitted on all
+training clicks. The test set is never seen.
 """
 
 from __future__ import annotations
@@ -16,14 +28,14 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from recsys import create_model
-from recsys.data.simulate import simulate
-from recsys.evaluate.unbiased import candidate_metrics
+from recsys.models.base import get_model_class
 
 MODELS = {
     "naive MF (bce)": ("mf", {"loss": "bce"}),
@@ -31,6 +43,7 @@ MODELS = {
     "Rel-MF clipped": ("relmf", {}),
     "UBPR": ("ubpr", {}),
 }
+TUNED_MODELS = {"naive MF (bce)": ("mf", {"loss": "bce"}), "Rel-MF": ("relmf", {})}
 METRICS = ["dcg@3", "dcg@5", "recall@5", "map@5"]
 TRUE_PROPENSITY = "true_propensity"
 
@@ -52,41 +65,101 @@ def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
 
 
 @lru_cache(maxsize=1)
-def simulated(bias: float, seed: int, users: int, items: int, interactions: int):
-    return simulate(users, items, interactions, popularity_bias=bias, seed=seed)
+def _movielens(path: str):
+    """The ratings, and the relevance and exposure fits on them (once per process)."""
+    from recsys import Interactions
+    from recsys.data import read_events
+    from recsys.data.semisynthetic import exposure_probability, relevance_probability
+
+    file = Path(path)
+    if file.is_dir():
+        file = next(iter(sorted(file.glob("*.inter")) or [file / "u.data"]))
+    ratings = Interactions.from_frame(read_events(file), rating_col="rating")
+    return ratings, relevance_probability(ratings), exposure_probability(ratings)
 
 
-def run(bias: float, seed: int, label: str, name: str, params: dict, args) -> dict:
-    """Fit one model on one simulated data set; its unbiased-test metrics."""
+@lru_cache(maxsize=1)
+def simulated(strength: float, seed: int, args_key: tuple):
+    """(train, unbiased test, true propensity) of one simulator cell."""
+    movielens, users, items, interactions = args_key
+    if movielens:
+        from recsys.data.semisynthetic import semisynthetic
+
+        ratings, gamma, exposure = _movielens(movielens)
+        sim = semisynthetic(ratings, strength, relevance=gamma, exposure=exposure, seed=seed)
+        return sim.train, sim.unbiased_test, sim.propensity
+    from recsys.data.simulate import simulate
+
+    sim = simulate(users, items, interactions, popularity_bias=strength, seed=seed)
+    return sim.train, sim.unbiased_test, sim.train_propensity
+
+
+def run(strength: float, seed: int, label: str, name: str, params: dict, args) -> dict:
+    """Fit (or tune) one model on one simulated data set; its unbiased-test metrics."""
+    from recsys.evaluate.unbiased import candidate_metrics
+
     if args.jobs > 1:
         torch.set_num_threads(1)
-    sim = simulated(bias, seed, args.users, args.items, args.interactions)
-    clicks = sim.train.item_popularity
+    train, test, true_propensity = simulated(strength, seed, _args_key(args))
+    clicks = train.item_popularity
     rare = clicks < np.quantile(clicks, 0.8)
-    params = dict(params)
-    train = sim.train
+    known = get_model_class(name).param_defaults()
+    params = {**{k: v for k, v in {"progress": False, "seed": seed, "device": args.device}.items()
+                 if k in known}, **params}
     if params.pop(TRUE_PROPENSITY, False):
-        train = train.with_propensity(sim.train_propensity)
+        train = train.with_propensity(true_propensity)
     start = time.perf_counter()
-    model = create_model(name, **{"progress": False, "seed": seed, "device": args.device, **params})
-    model.fit(train)
+    extra = {}
+    if args.tune and get_model_class(name).search_space:  # pop: nothing to tune
+        from pipelines.tune import VALID_CLIP, VALID_ETA, tune
+        from recsys.data.propensity import item_propensity
+
+        result = tune(name, train, fixed=params, trials=args.tune, timeout=args.timeout,
+                      metric=args.metric, seed=seed, progress=False,
+                      propensity=true_propensity if args.valid_propensity == "true" else
+                      item_propensity(clicks, VALID_ETA, clip=VALID_CLIP))
+        model = result.model
+        extra = {"valid": result.value, **{f"best.{k}": v for k, v in result.best_params.items()}}
+    else:
+        model = create_model(name, **params).fit(train)
     seconds = time.perf_counter() - start
-    metrics = candidate_metrics(model, sim.unbiased_test, k=(3, 5), rare_items=rare)
-    print(f"bias {bias} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
+    metrics = candidate_metrics(model, test, k=(3, 5), rare_items=rare)
+    print(f"{_key(args)} {strength} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
           f"rare dcg@5 {metrics['rare_dcg@5']:.4f} ({seconds:.0f}s)", flush=True)
-    return {"bias": bias, "seed": seed, "model": label, "fit_s": seconds,
-            **{m: metrics[m] for m in METRICS}, **{f"rare_{m}": metrics[f"rare_{m}"] for m in METRICS}}
+    return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": train.nnz,
+            **{m: metrics[m] for m in METRICS}, **{f"rare_{m}": metrics[f"rare_{m}"] for m in METRICS},
+            **extra}
+
+
+def _key(args) -> str:
+    return "power" if args.movielens else "bias"
+
+
+def _args_key(args) -> tuple:
+    return (str(args.movielens or ""), args.users, args.items, args.interactions)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--biases", default="0.5,1.0,1.5")
+    ap.add_argument("--biases", default="0.5,1.0,1.5", help="exposure strengths of the simulator")
+    ap.add_argument("--movielens", help="MovieLens-100K folder or .inter/u.data file: Saito et al.'s "
+                    "semi-synthetic recipe instead of the simulator")
+    ap.add_argument("--powers", default="1,2,3", help="exposure powers p of the MovieLens recipe")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--users", type=int, default=3000)
     ap.add_argument("--items", type=int, default=1500)
     ap.add_argument("--interactions", type=int, default=40_000)
     ap.add_argument("--model", action="append", type=parse_model, metavar="LABEL=NAME:key=value,...",
-                    help="a model to compare (repeat; default: naive MF, Rel-MF, clipped Rel-MF, UBPR)")
+                    help="a model to compare (repeat; default: naive MF, Rel-MF, clipped Rel-MF, UBPR; "
+                    "with --tune: naive MF and Rel-MF)")
+    ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                    help="tune every model with this many trials on validation first")
+    ap.add_argument("--timeout", type=float, help="with --tune: seconds per study")
+    ap.add_argument("--metric", default="snips_recall@20", help="with --tune: the validation metric "
+                    "of every model (default snips_recall@20)")
+    ap.add_argument("--valid-propensity", choices=["popularity", "true"], default="popularity",
+                    help="with --tune: SNIPS weights of every model's validation clicks, from item "
+                    "popularity (as in practice, the default) or the simulator's true exposure")
     ap.add_argument("--device", default="auto", help="torch device for the mf models")
     ap.add_argument("--jobs", type=int, default=1, help="fit this many models at once, in processes "
                     "of one thread each")
@@ -97,11 +170,12 @@ def main() -> None:
     if args.summarize:
         summarize(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True))
         return
-    args.models = dict(args.model) if args.model else MODELS
+    models = dict(args.model) if args.model else (TUNED_MODELS if args.tune else MODELS)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__} on {device}")
-    cells = [(bias, seed, label, name, params) for bias in map(float, args.biases.split(","))
-             for seed in map(int, args.seeds.split(",")) for label, (name, params) in args.models.items()]
+    strengths = args.powers if args.movielens else args.biases
+    cells = [(s, seed, label, name, params) for s in map(float, strengths.split(","))
+             for seed in map(int, args.seeds.split(",")) for label, (name, params) in models.items()]
     if args.jobs > 1:
         # spawn: forked children cannot use CUDA once the parent has touched it
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -115,13 +189,31 @@ def main() -> None:
 
 
 def summarize(frame: pd.DataFrame) -> None:
+    """Mean +- std over seeds per (strength, model), then each model's per-seed DCG@5 and
+    rare DCG@5 against the first model's."""
+    key = "power" if "power" in frame else "bias"
     cols = METRICS + [f"rare_{m}" for m in METRICS]
-    summary = frame.groupby(["bias", "model"], sort=False)[cols].agg(["mean", "std"])
-    print("| bias | model | " + " | ".join(cols) + " |")
+    summary = frame.groupby([key, "model"], sort=False)[cols].agg(["mean", "std"])
+    print(f"| {key} | model | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
-    for (bias, model), row in summary.iterrows():
+    for (strength, model), row in summary.iterrows():
         cells = [f"{row[(c, 'mean')]:.4f} ± {row[(c, 'std')]:.4f}" for c in cols]
-        print(f"| {bias} | {model} | " + " | ".join(cells) + " |")
+        print(f"| {strength} | {model} | " + " | ".join(cells) + " |")
+    models = list(dict.fromkeys(frame["model"]))
+    base = models[0]
+    seeds = sorted(frame["seed"].unique())
+    print(f"\nDCG@5 / rare DCG@5 per seed, each model vs {base}:\n")
+    print(f"| {key} | model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+    print("|---|---|" + "---|" * len(seeds))
+    cell = frame.set_index([key, "model", "seed"])
+    for strength in dict.fromkeys(frame[key]):
+        for model in models[1:]:
+            parts = []
+            for s in seeds:
+                a, b = cell.loc[(strength, model, s)], cell.loc[(strength, base, s)]
+                parts.append(f"{a['dcg@5']:.3f} vs {b['dcg@5']:.3f} / {a['rare_dcg@5']:.3f} vs "
+                             f"{b['rare_dcg@5']:.3f}")
+            print(f"| {strength} | {model} | " + " | ".join(parts) + " |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from recsys.atomic import atomic_file
-from recsys.data.idmap import IdMap, normalize_ids
-from recsys.data.io import read_table
+from recsys.data.idmap import CANONICAL_INT, IdMap, normalize_ids
+from recsys.data.io import check_ids, read_table
 from recsys.errors import RecsysError
 from recsys.inference import Ranker, pairs_matrix
 from recsys.ranking import block_rows
@@ -29,11 +29,12 @@ def user_ids_like(values, integer: bool, source: str) -> np.ndarray:
     """Requested user ids in the type of the model's ids (`integer` or text), so "7" finds 7 and
     7 finds "7", and the output column has one type; text that is no integer cannot name a user
     of a model with integer ids."""
+    check_ids(pd.Series(values), "user_id", source)  # an empty cell is no user
     ids = normalize_ids(values)
     if not integer:
         return ids.astype(str).astype(object)
     if ids.dtype == object:
-        row = next(i for i, v in enumerate(ids) if not isinstance(v, int | np.integer))
+        row = next(i for i, v in enumerate(ids) if not CANONICAL_INT.match(str(v)))
         raise RecsysError(f"{source}: user id {ids[row]!r} (row {row + 1}) is not an integer, but the "
                           "model's user ids are")
     return ids
@@ -95,6 +96,7 @@ def read_history(path: str | Path, user_map: IdMap, item_map: IdMap
     first-seen order), a CSR [users, n_items] of their items, and the number of rows whose item
     the model does not know (left out)."""
     frame = read_table(path, ["user_id", "item_id"])
+    check_ids(frame["item_id"], "item_id", str(path))
     ids = user_ids_like(frame["user_id"], user_map.is_integer, str(path))
     codes, distinct = pd.factorize(ids)
     matrix, unknown = pairs_matrix(codes, frame["item_id"], len(distinct), item_map)

@@ -176,7 +176,7 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
                               users=users)
     warmup = int({**defaults, **base}.get("warmup", 0) or 0)
     study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup + PRUNE_AFTER))
 
     def objective(trial) -> float:

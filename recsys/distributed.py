@@ -8,7 +8,11 @@ joins the process group and picks the device, and the training loop then
 - draws every global batch on every rank from the same seeded generator and keeps the rank's
   contiguous part of it (`shard`): the ranks' parts of an epoch partition the training pairs,
   and the N-process run takes the same steps as the one-process run with the same
-  `batch_size` (the global batch) and seed, up to the order of floating-point sums;
+  `batch_size` (the global batch) and seed, up to the order of floating-point sums, for
+  losses that are means over the batch's pairs with their randomness drawn in the batches
+  (`mf`, `lightgcn`, `gnolr`); a loss coupling the pairs of a batch
+  (in-batch softmax, contrastive terms over the batch's distinct ids) or drawing inside
+  `loss` sees the rank's part only, and trains a close but not the same model;
 - reduces the gradients with DistributedDataParallel (each rank's loss weighted by its share
   of the batch, so uneven last batches average exactly as one process would);
 - validates on rank 0 only and broadcasts the score and the stop decision (`on_main`, `agree`),
@@ -26,6 +30,7 @@ speed-up).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import uuid
@@ -100,11 +105,14 @@ def _shutdown() -> None:
 
 def wrap(module: nn.Module) -> nn.Module:
     """`module` under DistributedDataParallel (its parameters' gradients averaged over ranks
-    in backward); every parameter must take part in every step's loss."""
+    in backward). Parameters a family leaves out of its loss (part of a two-tower encoder,
+    say) keep no gradient, as in one process: the graph is declared static, so DDP finds
+    them in the first step instead of searching every step's autograd graph; the set of
+    parameters a family uses must not change from step to step."""
     device = next(module.parameters()).device
     return nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None,
-        gradient_as_bucket_view=True)
+        gradient_as_bucket_view=True, static_graph=True)
 
 
 def shard(batch: tuple, w: World) -> tuple[tuple, float]:
@@ -150,12 +158,12 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
-def check_nproc(nproc: int, device: str) -> None:
-    """Reject a process count that cannot run: below 1, or more than the GPUs of this host
-    when training on CUDA."""
+def check_nproc(nproc: int, device: torch.device) -> None:
+    """Reject a process count that cannot run: below 1, or more processes than this host has
+    GPUs when training on CUDA (`device` as `recsys.train.resolve_device` returns it)."""
     if nproc < 1:
         raise RecsysError(f"--nproc must be at least 1, got {nproc}")
-    if nproc > 1 and device != "cpu" and torch.cuda.is_available():
+    if nproc > 1 and device.type == "cuda":
         count = torch.cuda.device_count()
         if nproc > count:
             raise RecsysError(f"--nproc {nproc}: this host has {count} GPUs (one process per GPU;"
@@ -172,9 +180,15 @@ def launch(nproc: int, args: Sequence[str], program: str = sys.executable) -> No
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=uuid.uuid4().hex, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+    # the launcher's own log lines would repeat what the failing process and the error say
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, program)(*args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise RecsysError(f"training process {rank} of {nproc} failed with exit code "
                           f"{failure.exitcode} (its message is above)") from None
+    finally:
+        logger.setLevel(level)

@@ -6,6 +6,8 @@ After every optimiser step the weights *and* the optimiser's per-weight moments 
 exp_avg, exp_avg_sq) are multiplied by the mask, so a pruned weight is exactly zero and starts
 from zero moments if it is regrown (the official code masks only SGD momentum: an Adam moment
 left over from before the pruning would move a regrown weight at once). Every `every` steps,
+offset by half of that (so that when `every` is a whole number of epochs, validation and the
+exported model never come straight after an update, with its regrown weights still zero),
 per table, the fraction r_t of the mask's entries with the smallest |w| is pruned and as many
 positions outside the mask with the largest |gradient| of that step are regrown, from zero;
 r_t anneals from `ratio` to min(0.005, ratio) by a cosine over `total` steps. The mask's size
@@ -64,8 +66,9 @@ class DynamicSparsity:
     """`train_loop` hook keeping each tensor of `tables` at `density` (see the module doc).
 
     tables: 2-D parameters (embedding tables), each pruned on its own; every: steps between
-    updates (the paper's delta T); ratio: the first update's share of the mask (r_0); total:
-    the step count the cosine schedule spans; seed: the initial masks.
+    updates (the paper's delta T; the first at every // 2); ratio: the first update's share
+    of the mask (r_0); total: the step count the cosine schedule spans; seed: the initial
+    masks.
     """
 
     def __init__(self, tables: Sequence[torch.nn.Parameter], density: float, *, every: int,
@@ -90,7 +93,7 @@ class DynamicSparsity:
         self.optimizer = weakref.ref(optimizer)
 
     def after_step(self, step: int) -> None:
-        if step % self.every == 0:
+        if step % self.every == self.every // 2:
             share = update_ratio(step, self.total, self.ratio)
             for table, mask, budget in zip(self.tables, self.masks, self.budgets, strict=True):
                 if table.grad is not None:

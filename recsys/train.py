@@ -137,9 +137,21 @@ class EarlyStopping:
             logs["valid"] = score = float(self.validate())
         if epoch > self.warmup and (self.best_score is None or score > self.best_score):
             self.best_epoch, self.best_score = epoch, score
-            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            self._keep(module.state_dict())
         last_gain = self.best_epoch if self.best_score is not None else self.warmup
         return epoch > self.warmup and epoch - last_gain >= self.patience
+
+    def _keep(self, state: dict[str, torch.Tensor]) -> None:
+        """A copy of `state`, written into the previous best's tensors when their shapes
+        match (no fresh allocation per improvement)."""
+        best = self.best_state
+        if best is not None and best.keys() == state.keys() and all(
+                best[k].shape == v.shape and best[k].dtype == v.dtype
+                and best[k].device == v.device for k, v in state.items()):
+            for k, v in state.items():
+                best[k].copy_(v.detach())
+        else:
+            self.best_state = {k: v.detach().clone() for k, v in state.items()}
 
     def restore(self, module: torch.nn.Module) -> None:
         if self.best_state is not None:

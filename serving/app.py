@@ -19,7 +19,7 @@ from serving.engine import Engine, Query, Ranked, RequestError
 from serving.loader import load_engine
 from serving.observe import Metrics, ObserveMiddleware, configure_access_log
 from serving.settings import Settings
-from serving.validation import StrictJSONRoute, validation_error
+from serving.validation import StrictJSONRoute, short, validation_error
 
 log = logging.getLogger("recsys.serving")
 
@@ -139,6 +139,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         """Top-k items for several users (run off the event loop: it may take a while)."""
         check(body, users=len(body.user_ids),
               history=sum(len(items) for items in (body.history or {}).values()))
+        requested = {str(u) for u in body.user_ids}
+        for field, per_user in (("history", body.history), ("features", body.features)):
+            stray = [user for user in per_user or {} if user not in requested]
+            if stray:
+                raise RequestError(f"{field}: user id {short(stray[0])} is not one of user_ids "
+                                   "(keys are user ids as text)")
         engine = engine.at_grade(body.grade)
         checked = {user: engine.features(values, f"features.{user}")
                    for user, values in (body.features or {}).items()}
@@ -173,6 +179,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if not 1 <= k <= settings.max_k:
             raise RequestError(f"k: {k} must be between 1 and this server's max_k of {settings.max_k}")
         ranked = engine.similar(item_id, k)
+        index = engine.items.get(item_id)
+        item_id = engine.items.ids[index:index + 1].tolist()[0]  # the model's id, of its type
         return {"item_id": item_id, "model_version": engine.version,
                 "items": ranked_items(ranked)}
 

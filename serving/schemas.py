@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Id = StrictInt | StrictStr
 Filters = dict[str, list[Id]]
@@ -17,8 +17,9 @@ GRADE = ("rank by this level of graded feedback (a level name such as \"purchase
 
 
 class _Ranking(_Request):
-    k: int = Field(10, ge=1, description="number of items to return (at most the server's max_k)")
-    exclude_seen: bool = Field(True, description="leave out the items the user already has")
+    k: StrictInt = Field(10, ge=1, description="number of items to return (at most the server's "
+                         "max_k)")
+    exclude_seen: StrictBool = Field(True, description="leave out the items the user already has")
     item_ids: list[Id] | None = Field(None, description="rank only these candidate items")
     exclude_item_ids: list[Id] = Field([], description="never return these items")
     filters: Filters | None = Field(None, description="item attribute -> allowed values; "

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -91,10 +92,38 @@ def test_augmentation_folder_round_trip_and_unknown_ids(tmp_path):
     np.testing.assert_array_equal(back.triples, [[1, 2, 0]])
     assert list(back.item_text) == list(aug.item_text) and list(back.user_text) == ["p1", ""]
     assert back.manifest == {"format": 1, "augmenter": "offline"}
-    with pytest.raises(RecsysError, match=r"triples.csv: user_id 'u2' at row 0 is not in the training"):
+    with pytest.raises(RecsysError, match=r"triples.csv: user_id 'u2' at row 1 is not in the training"):
         Augmentation.load(tmp_path / "aug", IdMap(["u1"]), items)
     with pytest.raises(RecsysError, match="not an augmentation folder"):
         Augmentation.load(tmp_path, users, items)
+
+
+def test_augmentation_ids_read_as_written_and_broken_folders_name_the_file(tmp_path):
+    users, items = IdMap(["NA", "u2"]), IdMap(["null", "i2"])
+    Augmentation(np.array([[0, 0, 1], [1, 1, 0]]), np.array(["a", "b"], dtype=object),
+                 np.array(["p", "q"], dtype=object)).save(tmp_path / "aug", users, items)
+    back = Augmentation.load(tmp_path / "aug", users, items)  # 'NA' and 'null' are ids
+    np.testing.assert_array_equal(back.triples, [[0, 0, 1], [1, 1, 0]])
+
+    def broken(name, change):
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "aug", folder)
+        change(folder)
+        return folder
+
+    cases = [
+        (lambda f: (f / "triples.csv").write_text("user_id,pos_item_id\nNA,null\n"),
+         r"triples.csv: missing column\(s\) neg_item_id"),
+        (lambda f: (f / "triples.csv").write_text("user_id,pos_item_id,neg_item_id\nu2,i2,null\n,i2,null\n"),
+         r"triples.csv: column 'user_id' row 2: empty cell, expected an id"),
+        (lambda f: (f / "item_text.csv").unlink(), r"item_text.csv: no such file"),
+        (lambda f: (f / "manifest.json").write_text("{not json"), r"manifest.json: not valid JSON"),
+        (lambda f: (f / "user_text.csv").write_text("user_id,text\nu2,q\nzz,r\n"),
+         r"user_text.csv: user_id 'zz' at row 2 is not in the training data"),
+    ]
+    for n, (change, message) in enumerate(cases):
+        with pytest.raises(RecsysError, match=message):
+            Augmentation.load(broken(f"b{n}", change), users, items)
 
 
 def test_cli_offline_augmentation_names_the_taste_matching_items(files, tmp_path, monkeypatch, capsys):
@@ -123,6 +152,12 @@ def test_cli_augment_bad_input_is_one_line(files, tmp_path, capsys):
             "--base", files / "pop", "--candidates", "1", "--out", tmp_path / "aug"]
     assert main([str(a) for a in argv]) == 2
     assert "candidates must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists()
+    for flag, value in (("--users", "0"), ("--users", "-5"), ("--history", "0")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in [*argv[:-4], flag, value, "--out", tmp_path / "aug"]])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: {value} is not a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "aug").exists()
 
 

@@ -80,7 +80,15 @@ def test_settings_from_environment(monkeypatch):
     s = LLMSettings.from_env(model="other")
     assert (s.base_url, s.model, s.concurrency) == ("http://127.0.0.1:1/v1", "other", 3)
     monkeypatch.setenv("RECSYS_LLM_CONCURRENCY", "0")
-    with pytest.raises(RecsysError, match="concurrency .RECSYS_LLM_CONCURRENCY"):
+    with pytest.raises(RecsysError, match=r"concurrency \(RECSYS_LLM_CONCURRENCY, or --llm-concurrency\)"):
+        LLMSettings.from_env()
+    monkeypatch.delenv("RECSYS_LLM_CONCURRENCY")
+    monkeypatch.delenv("RECSYS_LLM_BASE_URL")  # the flag is --llm-url
+    with pytest.raises(RecsysError, match=r"base_url \(RECSYS_LLM_BASE_URL, or --llm-url\)"):
+        LLMSettings.from_env()
+    monkeypatch.setenv("RECSYS_LLM_BASE_URL", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("RECSYS_LLM_TIMEOUT", "0")  # no flag: the variable alone is named
+    with pytest.raises(RecsysError, match=r"timeout \(RECSYS_LLM_TIMEOUT\): "):
         LLMSettings.from_env()
 
 

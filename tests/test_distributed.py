@@ -21,7 +21,11 @@ MODELS = {
     "mf": {"factors": 8, "epochs": 30, "batch_size": 256, "lr": 0.01, "patience": 3, **COMMON},
     "lightgcn": {"factors": 8, "layers": 2, "epochs": 6, "batch_size": 512, "patience": 2,
                  **COMMON},
+    "gnolr": {"factors": 8, "epochs": 4, "batch_size": 256, **COMMON},
 }
+# families that draw randomness inside their loss (two-tower: shared negatives, id dropout)
+# take other draws than one process would; they train data-parallel all the same
+OTHERS = {"two_tower": {"dim": 8, "hidden": [16], "epochs": 2, "batch_size": 512, **COMMON}}
 # Tolerance. The N-process run takes the one-process run's steps on the same batches; only the
 # order of the floating-point sums differs (each half-batch gradient summed apart, then averaged
 # over ranks). That perturbs each gradient element by a few float32 ulps (2^-24 relative), so
@@ -39,7 +43,8 @@ def launched(tmp_path_factory):
     synthetic_log(200, 100, 3000, seed=1).to_csv(folder / "train.csv", index=False)
     cli = ["--model", "mf", "--train", str(folder / "train.csv"), "--param", "epochs=3",
            "--param", "device=cpu", "--param", "progress=false"]
-    (folder / "spec.json").write_text(json.dumps({"models": MODELS, "cli": cli}))
+    models = {**MODELS, **OTHERS}
+    (folder / "spec.json").write_text(json.dumps({"models": models, "cli": cli}))
     distributed.launch(2, [WORKER, str(folder)])
     ranks = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
     return folder, read_interactions(folder / "train.csv"), ranks
@@ -54,6 +59,7 @@ def test_two_processes_train_the_one_process_model(launched, name):
         torch.testing.assert_close(fitted["items"], single.item_factors(), atol=ATOL, rtol=0)
         assert fitted["fit_info"]["best_epoch"] == single.fit_info_["best_epoch"]
         assert fitted["fit_info"]["epochs_run"] == single.fit_info_["epochs_run"]
+        assert fitted["fit_info"]["processes"] == 2 and "processes" not in single.fit_info_
         # the logged losses are the global batch means, averaged over the ranks
         for got, want in zip(fitted["history"], single.history_, strict=True):
             assert got.keys() == want.keys()
@@ -64,6 +70,15 @@ def test_two_processes_train_the_one_process_model(launched, name):
     # every rank ends with the same replica
     assert torch.equal(ranks[0][name]["users"], ranks[1][name]["users"])
     assert torch.equal(ranks[0][name]["items"], ranks[1][name]["items"])
+
+
+@pytest.mark.parametrize("name", list(OTHERS))
+def test_families_drawing_in_their_loss_train_one_replica(launched, name):
+    _, _, ranks = launched
+    first, second = (rank[name] for rank in ranks)
+    assert torch.isfinite(first["items"]).all()
+    assert torch.equal(first["users"], second["users"])
+    assert torch.equal(first["items"], second["items"])
 
 
 def test_early_stopping_is_agreed(launched):
@@ -110,6 +125,14 @@ def test_bad_nproc_is_one_clear_error(tmp_path, capsys, nproc, model, message):
     err = capsys.readouterr().err
     assert err.startswith("recsys: error:") and message in err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a host without CUDA")
+def test_nproc_on_missing_gpus_is_refused_before_launching(tmp_path, capsys):
+    code = main(["train", "--model", "mf", "--train", str(tmp_path / "t.csv"), "--out",
+                 str(tmp_path / "m"), "--nproc", "2", "--param", "device=cuda"])
+    assert code == 2
+    assert "device 'cuda' requested but no CUDA device is available" in capsys.readouterr().err
 
 
 def test_nproc_must_be_an_integer(tmp_path, capsys):

@@ -136,6 +136,10 @@ def test_cli_pyfunc_and_http_answer_new_users_from_features(trained, sqlite_stor
             http[user] = ([i["item_id"] for i in body["items"]], body["fallback"], body["folded_in"],
                           np.array([i["score"] for i in body["items"]]))
             assert body["unknown_feature_values"] == ({"gender": ["x"]} if user == "alien" else {})
+        status, scored = client.call("POST", "/score", {
+            "user_id": "newbie", "item_ids": http["newbie"][0][:3], "features": NEW["newbie"]})
+        assert status == 200 and scored["folded_in"]
+        assert np.allclose([s["score"] for s in scored["scores"]], http["newbie"][3][:3], rtol=1e-5)
         errors = [client.call("POST", "/recommend", {"user_id": "n", "features": bad})
                   for bad in ({"gendre": "f"}, {"age": "old"}, {"tags": [1.5]}, {"age": True})]
         batch_error = client.call("POST", "/recommend/batch", {

@@ -149,6 +149,20 @@ def test_integer_ids_accept_json_numbers_and_text(tmp_path):
     assert not engine.recommend(10, 3).fallback and engine.recommend("010", 3).fallback
 
 
+def test_similar_names_the_item_with_the_model_id_type(tmp_path, free_port):
+    from recsys import Interactions
+
+    frame = pd.DataFrame({"user_id": [10, 10, 20, 20, 30], "item_id": [1, 2, 2, 3, 3]})
+    data = Interactions.from_frame(frame)
+    create_model("als", factors=2, iterations=2, progress=False).fit(data).save(tmp_path / "m")
+    save_seen(tmp_path / "m", data)
+    settings = Settings(model=str(tmp_path / "m"))
+    with running(create_app(settings, load_engine(settings)), free_port) as port:
+        status, body = Client(port).call("GET", "/similar/2?k=2")
+    assert status == 200 and body["item_id"] == 2
+    assert sorted(i["item_id"] for i in body["items"]) == [1, 3]
+
+
 def test_concurrent_requests_share_one_product(engine, small_data):
     import asyncio
 
@@ -235,6 +249,12 @@ def test_http_endpoints(server, als, small_data):
     ("/recommend", {"user_id": ["u1"]}, 422, "user_id"),
     ("/recommend", {"user_id": "u1", "k": "ten"}, 422, "valid integer"),
     ("/recommend", {"user_id": "u1", "k": 0}, 422, "greater than or equal to 1"),
+    ("/recommend", {"user_id": "u1", "k": True}, 422, "valid integer"),
+    ("/recommend", {"user_id": "u1", "exclude_seen": "yes"}, 422, "valid boolean"),
+    ("/recommend/batch", {"user_ids": ["u1"], "history": {"u2": ["x"]}}, 422,
+     "history: user id 'u2' is not one of user_ids"),
+    ("/recommend/batch", {"user_ids": [1], "features": {"u1": {"age": 3}}}, 422,
+     "features: user id 'u1' is not one of user_ids"),
     ("/recommend", {"user_id": "u1", "k": 10**9}, 422, "k: 1000000000 exceeds this server's max_k of 50"),
     ("/recommend", {"user_id": "u1", "top_k": 3}, 422, "Extra inputs are not permitted"),
     ("/recommend", {"k": 3}, 422, "Field required"),

@@ -90,11 +90,11 @@ def test_density_is_held_through_training(name, params, small_data):
     checker = Checker(model)
     model.fit(small_data, callbacks=[checker])
     assert len(checker.counts) == 12 and model.sparsity_.updates == 3
-    # masks move at the update steps and nowhere else
-    assert [s for s, changed in checker.changes if changed] == [4, 8, 12]
+    # masks move at the update steps (every 4, offset by 2) and nowhere else
+    assert [s for s, changed in checker.changes if changed] == [2, 6, 10]
     for step, counts in checker.counts:
         for nonzero, budget in counts:
-            if step % every:  # every weight on the mask had a gradient: exactly the budget
+            if step % every != 2:  # every weight on the mask had a gradient: exactly the budget
                 assert nonzero == budget
             else:  # just regrown weights start from zero
                 assert nonzero <= budget
@@ -200,3 +200,11 @@ def table_module(table):
     module = torch.nn.Module()
     module.table = table
     return module
+
+
+def test_masks_move_every_three_epochs_by_default(small_data):
+    model = create_model("mf", factors=4, density=0.5, epochs=7, batch_size=2048, valid_frac=0.0,
+                         progress=False).fit(small_data)
+    steps = len(model.sampler_)  # per epoch
+    # in the middle of epochs 2 and 5
+    assert model.sparsity_.every == 3 * steps and model.sparsity_.updates == 2

@@ -241,6 +241,17 @@ def test_tiny_data_trains_without_early_stopping_and_says_so(caplog):
     assert model.fit_info_["epochs_run"] == 3 and model.fit_info_["best_valid"] is None
 
 
+def test_warmup_covering_every_epoch_trains_once_without_early_stopping(split_data, caplog):
+    recorder = Recorder()
+    with caplog.at_level(logging.WARNING, logger="recsys"):
+        model = create_model("mf", factors=4, epochs=2, warmup=2, progress=False, device="cpu")
+        model.fit(split_data.train, callbacks=[recorder])
+    assert "warmup=2 >= epochs=2" in caplog.text
+    assert model.fit_info_["early_stopping"].startswith("off: warmup=2 >= epochs=2")
+    assert [e for e, _ in recorder.calls] == [1, 2]  # on all the data, no refit
+    assert model.fit_info_["best_valid"] is None and model.fit_info_["epochs_run"] == 2
+
+
 def test_automatic_validation_sample_bounds_the_scores():
     from recsys.models.torch_model import auto_valid_users
 

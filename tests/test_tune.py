@@ -159,6 +159,9 @@ def test_tune_command_rejects_bad_input(train_file, tmp_path, capsys):
     assert "no parameter(s) colour" in capsys.readouterr().err
     assert main([*args, "--trials", "0"]) == 2
     assert "budget must be positive" in capsys.readouterr().err
+    for frac in ("0", "1.5"):
+        assert main([*args, "--valid-frac", frac]) == 2
+        assert f"--valid-frac must be in (0, 1), got {float(frac)}" in capsys.readouterr().err
 
 
 TUNED = """

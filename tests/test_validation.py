@@ -48,3 +48,17 @@ def test_users_without_validation_pairs_are_refused(parts):
     empty = np.flatnonzero(valid.user_degree == 0)[:1]
     with pytest.raises(RecsysError, match="each have a validation pair"):
         Validator(fit, valid, empty, "ndcg@20", torch.device("cpu"))
+
+
+def test_small_cpu_blocks_and_a_reused_buffer_give_the_same_score(parts, monkeypatch):
+    import recsys.evaluate.validation as validation
+
+    fit, valid, model, users = parts
+    expected = evaluate(model, valid, train=fit, k=20, users=users)["ndcg@20"]
+    monkeypatch.setattr(validation, "CPU_BLOCK_SCORES", 7 * fit.n_items)  # 7 users a block
+    validator = Validator(fit, valid, users, "ndcg@20", torch.device("cpu"))
+    assert len(validator.blocks) == -(-len(users) // 7) and validator.buffer.shape[0] == 7
+    first = validator(model.user_factors(), model.item_factors())
+    other = validator(-model.user_factors(), model.item_factors())  # the buffer is overwritten
+    assert first == pytest.approx(expected, rel=1e-12)
+    assert validator(model.user_factors(), model.item_factors()) == first != other

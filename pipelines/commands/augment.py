@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines.commands.common import non_negative_int, positive_int
 from recsys.data.files import read_interactions
 from recsys.errors import RecsysError
 
@@ -62,9 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="offline: text-embedding similarity; llm: a chat model (default offline)")
     au.add_argument("--out", required=True, help="augmentation folder to write")
     au.add_argument("--candidates", type=int, default=10, help="candidates per user (default 10)")
-    au.add_argument("--users", type=int, help="augment this many sampled users (default: all)")
-    au.add_argument("--history", type=int, default=10, help="history items shown per user (default 10)")
-    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--users", type=positive_int, help="augment this many sampled users (default: all)")
+    au.add_argument("--history", type=positive_int, default=10,
+                    help="history items shown per user (default 10)")
+    au.add_argument("--seed", type=non_negative_int, default=0)
     au.add_argument("--encoder", help="sentence-transformers model folder for the offline "
                     "augmenter (default: the packaged all-MiniLM-L6-v2)")
     au.add_argument("--llm-url", help="OpenAI-compatible base URL (or RECSYS_LLM_BASE_URL)")

@@ -91,6 +91,9 @@ def model_and_data(args: argparse.Namespace):
     model, seen, _ = open_model(args.model)
     if args.train:
         seen = read_interactions(args.train, user_map=model.user_map_, item_map=model.item_map_)
+        if seen.nnz == 0:  # nothing would be excluded: the file is of other data
+            raise RecsysError(f"{args.train}: none of its pairs has a user and an item known to "
+                              f"the model {args.model} (the training file of other data?)")
     elif seen is None:
         raise RecsysError(f"{args.model} stores no training items: pass --train FILE")
     return model, seen

@@ -18,6 +18,7 @@ from recsys.models.base import (
 )
 from recsys.models.persist import check_model_target
 from recsys.models.torch_model import TorchRecommender
+from recsys.train import resolve_device
 
 
 def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def _parallel(args: argparse.Namespace, params: dict[str, Any]) -> bool:
     as N data-parallel processes and return True (the processes did the work)."""
     world = distributed.world()
     nproc = args.nproc if args.nproc is not None else world.size
-    distributed.check_nproc(nproc, str(params.get("device", "auto")))
+    if nproc < 1:
+        raise RecsysError(f"--nproc must be at least 1, got {nproc}")
     if world.distributed and nproc != world.size:
         raise RecsysError(f"--nproc {nproc}, but the launcher started {world.size} processes")
     if nproc > 1 and not issubclass(get_model_class(args.model), TorchRecommender):
@@ -82,6 +84,7 @@ def _parallel(args: argparse.Namespace, params: dict[str, Any]) -> bool:
                           "data-parallel training applies to torch models (mf, lightgcn, ...)")
     if nproc == 1 or world.distributed:
         return False
+    distributed.check_nproc(nproc, resolve_device(params.get("device", "auto")))
     distributed.launch(nproc, ["-m", "pipelines.cli", *args.argv])
     return True
 

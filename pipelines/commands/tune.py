@@ -36,6 +36,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
                                      source=args.space or "search space")
     fixed = {**file_fixed, **fixed}
     trials = args.trials if args.trials is not None or args.timeout is not None else 20
+    if not 0 < args.valid_frac < 1:
+        raise RecsysError(f"--valid-frac must be in (0, 1), got {args.valid_frac}")
     train = read_interactions(args.train)
     options = dict(fixed=fixed, space=space, trials=trials, timeout=args.timeout, metric=args.metric,
                    valid_frac=args.valid_frac, seed=args.seed)

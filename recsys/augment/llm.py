@@ -37,6 +37,12 @@ REFUSAL = re.compile(r"^\W*(i'?m sorry|i am sorry|sorry,|i can(no|')t|i am (not 
                      r"i'm (not able|unable)|as an ai)", re.IGNORECASE)
 
 
+# the `recsys augment` flags of the settings that have one (the others come from variables)
+FLAGS = {"base_url": "--llm-url", "model": "--llm-model", "concurrency": "--llm-concurrency",
+         "max_tokens": "--llm-max-tokens", "structured": "--llm-structured",
+         "cache_dir": "--llm-cache"}
+
+
 class LLMSettings(BaseModel):
     """Where the server is and how to ask it; from arguments or RECSYS_LLM_* variables."""
 
@@ -69,8 +75,9 @@ class LLMSettings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(map(str, first["loc"]))
-            raise RecsysError(f"LLM setting {field} ({ENV_PREFIX}{field.upper()}, or --llm-"
-                              f"{field.replace('_', '-')}): {first['msg']}") from None
+            flag = f", or {FLAGS[field]}" if field in FLAGS else ""
+            raise RecsysError(f"LLM setting {field} ({ENV_PREFIX}{field.upper()}{flag}): "
+                              f"{first['msg']}") from None
 
 
 @dataclass

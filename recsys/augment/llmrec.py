@@ -36,6 +36,7 @@ from recsys.atomic import atomic_dir
 from recsys.data.features import FeatureTable
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
+from recsys.data.io import check_ids, require_columns
 from recsys.errors import DataError, RecsysError
 
 FORMAT = 1
@@ -125,32 +126,50 @@ class Augmentation:
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise RecsysError(f"{path}: not an augmentation folder (no {MANIFEST})")
-        manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format") != FORMAT:
-            raise RecsysError(f"{path}: augmentation format {manifest.get('format')!r}, "
-                              f"expected {FORMAT}")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path / MANIFEST}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise RecsysError(f"{path}: augmentation format {found!r}, expected {FORMAT}")
 
         def lookup(frame: pd.DataFrame, col: str, idmap: IdMap, file: str) -> np.ndarray:
+            check_ids(frame[col], col, str(path / file))
             index = idmap.index_of(frame[col])
             if (index < 0).any():
                 row = int(np.argmax(index < 0))
-                raise DataError(f"{path / file}: {col} {frame[col].iloc[row]!r} at row {row} is "
-                                "not in the training data")
+                raise DataError(f"{path / file}: {col} {frame[col].iloc[row]!r} at row {row + 1} "
+                                "is not in the training data")
             return index
 
-        triples = pd.read_csv(path / TRIPLES, dtype=str)
+        triples = _read_text_csv(path / TRIPLES, ["user_id", "pos_item_id", "neg_item_id"])
         triples = np.stack([lookup(triples, c, m, TRIPLES) for c, m in (
             ("user_id", user_map), ("pos_item_id", item_map), ("neg_item_id", item_map))], 1) \
             if len(triples) else np.zeros((0, 3), dtype=np.int64)
 
         def texts(file: str, col: str, idmap: IdMap) -> np.ndarray:
-            frame = pd.read_csv(path / file, dtype=str, keep_default_na=False)
+            frame = _read_text_csv(path / file, [col, "text"])
             out = np.asarray([str(i) for i in idmap.ids], dtype=object)
             out[lookup(frame, col, idmap, file)] = frame["text"].to_numpy(dtype=object)
             return out
 
         return cls(triples.astype(np.int64), texts(ITEM_TEXT, "item_id", item_map),
                    texts(USER_TEXT, "user_id", user_map), manifest)
+
+
+def _read_text_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    """Every cell of an augmentation CSV as text (`NA` is an id like any other); a missing
+    file or column is a DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (an augmentation folder holds {TRIPLES}, "
+                        f"{ITEM_TEXT} and {USER_TEXT})")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    require_columns(frame, columns, str(path))
+    return frame
 
 
 def candidates(base, train: Interactions, users: np.ndarray, n: int) -> np.ndarray:

@@ -220,8 +220,13 @@ def _interactions(truth: Relevance, pairs, shape, user_map, item_map, rng, sourc
 
 
 def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng) -> CandidateSet:
-    """`per_user` distinct items per user, uniformly among items the user did not click in
-    training (fewer only where a user clicked nearly the whole catalogue)."""
+    users, items = uniform_candidates(train, per_user, rng)
+    return CandidateSet(users, items, truth.relevance(users, items).numpy().astype(np.float32))
+
+
+def uniform_candidates(train: Interactions, per_user: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items): `per_user` distinct items per user, uniformly among items the user did
+    not click in training (fewer only where a user clicked nearly the whole catalogue)."""
     n_users, n_items = train.matrix.shape
     cand = np.sort(rng.integers(0, n_items, (n_users, per_user * 3)), axis=1)
     rows, cols = train.coo
@@ -236,9 +241,7 @@ def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng) -> 
     keep = ~np.take_along_axis(bad, order, 1)
     items = np.take_along_axis(cand, order, 1)
     users = np.broadcast_to(np.arange(n_users)[:, None], items.shape)
-    users, items = users[keep], items[keep]
-    labels = truth.relevance(users, items).numpy()
-    return CandidateSet(users, items, labels.astype(np.float32))
+    return users[keep], items[keep]
 
 
 def _exposure_propensity(p: np.ndarray, draws: np.ndarray, rule: str) -> Propensity:

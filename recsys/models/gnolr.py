@@ -189,13 +189,17 @@ class GNOLR(TorchRecommender):
                            scales, thresholds).to(device)
 
     def batches(self, epoch: int):
-        return self.sampler_
+        """(users, clicked items, [batch, negatives] sampled items): the negatives are drawn
+        with the batch, so that data-parallel ranks share them out like the rest of it."""
+        for users, items, _ in self.sampler_:
+            drawn = self.sampler_.negatives(users.repeat(self.negatives))
+            yield users, items, drawn.view(self.negatives, len(users)).T
 
-    def loss(self, users: torch.Tensor, items: torch.Tensor, _=None) -> torch.Tensor:
+    def loss(self, users: torch.Tensor, items: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
         pos = torch.searchsorted(self.keys_, users * self.sampler_.n_items + items)
         labels = self.pair_levels_[pos]
         neg_users = users.repeat(self.negatives)
-        neg_items = self.sampler_.negatives(neg_users)
+        neg_items = drawn.T.reshape(-1)  # in the order of neg_users
         users, items = torch.cat([users, neg_users]), torch.cat([items, neg_items])
         labels = torch.cat([labels, torch.zeros_like(neg_users)])
         eta = self._logits(self.module_.head_logits(users, items), self.module_.thresholds())
@@ -254,7 +258,7 @@ class GNOLR(TorchRecommender):
     def _mix(self, heads: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[levels, heads]: which heads' logits add up to each level's logit."""
         ones = torch.ones(heads, heads, device=device)
-        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads)
+        return torch.tril(ones) if self.objective in CUMULATIVE else torch.eye(heads, device=device)
 
     def _head_of(self, grade: int | str | None) -> int:
         """The 0-based row of `_mix` for a level given by name or 1-based number."""

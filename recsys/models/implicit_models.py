@@ -57,9 +57,10 @@ class ALS(FactorModel):
     solve of the ALS user step against the fixed item factors).
     """
 
-    # on MovieLens-100K the best settings have few factors and a strong regularisation
-    search_space = {"factors": Int(8, 256, log=True), "regularization": Float(1e-2, 300.0, log=True),
-                    "alpha": Float(0.1, 50.0, log=True), "iterations": Int(5, 40)}
+    # regularization and alpha trade off along a ridge (the loss scales with the confidence
+    # 1 + alpha * weight): outside these ranges most of the space ranks by popularity
+    search_space = {"factors": Int(16, 256, log=True), "regularization": Float(1.0, 300.0, log=True),
+                    "alpha": Float(0.5, 20.0, log=True), "iterations": Int(10, 30)}
 
     test_params: ClassVar[dict] = {"factors": 16, "iterations": 5}
 

@@ -96,8 +96,10 @@ class TorchRecommender(FactorModel):
 
     Launched as several processes (`recsys.distributed`), `fit` trains data-parallel:
     `batch_size` is the global batch, shared among the ranks; rank 0 alone validates and calls
-    the `callbacks`; every rank ends with the same factors. Randomness a family draws inside
-    `loss` (rather than in its batches) is drawn alike on every rank.
+    the `callbacks`; every rank ends with the same factors. A family whose batches carry all
+    of a step's randomness and whose loss is a mean over the batch's pairs trains the
+    one-process model; randomness drawn inside `loss` is drawn alike on every rank, and
+    in-batch negatives come from the rank's part of the batch.
     """
 
     epochs: Positive[int] = 200
@@ -148,6 +150,8 @@ class TorchRecommender(FactorModel):
             callbacks: Iterable = ()) -> TorchRecommender:
         self._start_fit(train)
         self.device_ = distributed.setup(resolve_device(self.device))
+        if distributed.world().distributed:
+            self.fit_info_["processes"] = distributed.world().size
         self.propensity_ = self.propensities(train)
         if self.propensity_ is not None:
             self.fit_info_["propensity"] = self.propensity_.describe()
@@ -156,9 +160,14 @@ class TorchRecommender(FactorModel):
         if valid is None and self.valid_frac > 0:
             fit_part, valid = holdout(train, self.valid_frac, seed=self.seed)
             carved = True
+        reason = None
         if valid is not None and valid.nnz == 0:
             reason = ("the validation holdout left no pairs (too few items per user)" if carved
                       else "the validation data has no pairs")
+        elif valid is not None and self.warmup >= self.epochs:
+            reason = (f"warmup={self.warmup} >= epochs={self.epochs}, so no epoch can be chosen "
+                      "(raise epochs or lower warmup)")
+        if reason is not None:
             log.warning("%s: %s; training %d epochs without early stopping",
                         self.name, reason, self.epochs)
             self.fit_info_["early_stopping"] = f"off: {reason}"
