@@ -6,10 +6,10 @@
 Runs each bench script in its own process (the GPU when present: `--device` defaults to
 cuda if torch sees one), with small, quick settings by default and the scripts' real sizes
 with `--full`. Each script's output goes to OUT/<name>.log; OUT/report.md has one row per
-script (status, seconds) and every ratio its tables print (columns named "ratio"), then the
-tables themselves. A script that fails or runs past `--timeout` is reported as such and the
-rest still run. A bench script not listed in BENCHES runs with its defaults (plus --device
-when it takes one).
+script (status, seconds) and every ratio its tables print (columns named "ratio" or
+"speed-up"), then the tables themselves. A script that fails or runs past `--timeout` is
+reported as such and the rest still run. A bench script not listed in BENCHES runs with its
+defaults (plus --device when it takes one).
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def command(name: str, script: Path, args, tmp: Path, data: Path | None) -> list
     return [sys.executable, str(script), *argv]
 
 
-RATIO = re.compile(r"ratio", re.IGNORECASE)
+RATIO = re.compile(r"ratio|speed-?up", re.IGNORECASE)
+MEASURE = re.compile(r"\bs\b|/s|s/|seconds|@")
 NUMBER = re.compile(r"[-+]?\d*\.?\d+(e[-+]?\d+)?")
 
 
@@ -169,8 +170,9 @@ def ratios(found: list[list[list[str]]]) -> list[tuple[str, str, str]]:
         names = {i: f"{header[i - 1]} {header[i]}" if header[i].lower() == "ratio" and i else header[i]
                  for i in cols}
         for row in rows:
-            label = " / ".join(c for j, c in enumerate(row[:min(cols[0], 4)])
-                               if c and (j == 0 or not NUMBER.fullmatch(c.replace(",", ""))))
+            # the row's settings: leading cells, less the measurements before the ratio
+            label = " / ".join(c for j, c in enumerate(row[:min(cols[0], 4)]) if c and (
+                j == 0 or not (MEASURE.search(header[j]) and NUMBER.fullmatch(c.replace(",", "")))))
             for i in cols:
                 if i < len(row) and row[i] not in ("", "nan", "-"):
                     out.append((label, names[i], row[i]))
