@@ -122,6 +122,8 @@ def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, caps
           tmp_path / "o"], "epochs"),
         (["train", "--model", "mf", "--train", train, "--param", "colour=1", "--out",
           tmp_path / "o"], "colour"),
+        (["train", "--model", "als", "--train", train, "--valid", train, "--out", tmp_path / "o"],
+         "--valid: model 'als' does not select epochs on validation data"),
         (["train", "--model", "mf", "--train", train, "--item-features", train, "--out",
           tmp_path / "o"], "--item-features: model 'mf' does not use item features (it reads "
          "nothing but the interactions)"),

@@ -44,6 +44,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         except RecsysError as exc:
             raise RecsysError(f"--{flag.replace('_', '-')}: {exc}") from None
     check_model_target(args.out)
+    if args.valid and not issubclass(get_model_class(args.model), TorchRecommender):
+        raise RecsysError(f"--valid: model {args.model!r} does not select epochs on validation "
+                          "data (the torch models do)")
     params = parse_params(args.model, args.param)
     if args.augmentation:
         if "augmentation" not in get_model_class(args.model).param_defaults():
