@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys.data.files import read_interactions
+from recsys.data.files import read_seen
 from recsys.data.io import read_table
 from recsys.errors import RecsysError
 from recsys.store import open_model, redact
@@ -20,10 +20,11 @@ def load_engine(settings: Settings, ref: str | None = None) -> Engine:
     try:
         model, seen, version = open_model(ref)
         if settings.train:
-            seen = read_interactions(settings.train, user_map=model.user_map_, item_map=model.item_map_)
+            seen = read_seen(settings.train, model, ref)
         elif seen is None:
             raise RecsysError(f"{ref} stores no training items: pass --train FILE")
-        attributes = read_table(settings.item_attributes) if settings.item_attributes else None
+        attributes = (read_table(settings.item_attributes, ["item_id"]) if settings.item_attributes
+                      else None)
         return Engine(model, seen, version=version, source=ref, attributes=attributes)
     except RecsysError as exc:
         raise RecsysError(redact(str(exc))) from exc

@@ -423,6 +423,18 @@ def test_serve_fails_fast_on_a_bad_model(tmp_path, capsys):
 
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     assert "no such model folder" in capsys.readouterr().err
+
+
+def test_serve_refuses_files_of_other_data(model_dirs, tmp_path, capsys):
+    from pipelines.cli import main
+
+    pd.DataFrame({"user_id": ["x"], "item_id": ["y"]}).to_csv(tmp_path / "other.csv", index=False)
+    pd.DataFrame({"id": ["y"], "genre": ["rock"]}).to_csv(tmp_path / "attrs.csv", index=False)
+    model = str(model_dirs[0])
+    assert main(["serve", "--model", model, "--train", str(tmp_path / "other.csv")]) == 2
+    assert "other.csv: none of its pairs has a user and an item known" in capsys.readouterr().err
+    assert main(["serve", "--model", model, "--item-attributes", str(tmp_path / "attrs.csv")]) == 2
+    assert "attrs.csv: missing column(s) item_id" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "serving setting model (RECSYS_SERVE_MODEL)" in capsys.readouterr().err
 

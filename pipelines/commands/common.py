@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from recsys.data.files import read_interactions
+from recsys.data.files import read_seen
 from recsys.errors import RecsysError
 
 
@@ -90,10 +90,7 @@ def model_and_data(args: argparse.Namespace):
 
     model, seen, _ = open_model(args.model)
     if args.train:
-        seen = read_interactions(args.train, user_map=model.user_map_, item_map=model.item_map_)
-        if seen.nnz == 0:  # nothing would be excluded: the file is of other data
-            raise RecsysError(f"{args.train}: none of its pairs has a user and an item known to "
-                              f"the model {args.model} (the training file of other data?)")
+        seen = read_seen(args.train, model, args.model)
     elif seen is None:
         raise RecsysError(f"{args.model} stores no training items: pass --train FILE")
     return model, seen

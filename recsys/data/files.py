@@ -34,6 +34,17 @@ def read_interactions(path: str | Path, *, user_map: IdMap | None = None,
                                    level_names=level_names, source=str(path), **optional)
 
 
+def read_seen(path: str | Path, model, label: str) -> Interactions:
+    """A model's training items from `path` (`--train` of evaluate, recommend, serve), in its id
+    maps; a file with no pair of a known user and item (other data) is an error, since it
+    would exclude nothing."""
+    seen = read_interactions(path, user_map=model.user_map_, item_map=model.item_map_)
+    if seen.nnz == 0:
+        raise DataError(f"{path}: none of its pairs has a user and an item known to the model "
+                        f"{label} (the training file of other data?)")
+    return seen
+
+
 def with_side_files(data: Interactions, *, item_features: str | Path | None = None,
                     user_features: str | Path | None = None,
                     item_text: str | Path | None = None) -> Interactions:
