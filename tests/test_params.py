@@ -66,6 +66,7 @@ def test_wrong_types_and_ranges_are_one_error_naming_the_parameter(raw, message)
     ("mf", "valid_metric", "ndcg"), ("relmf", "clip", 2.0),
     ("als", "factors", 0), ("als", "alpha", 0), ("als", "iterations", -3),
     ("bpr", "learning_rate", float("nan")), ("bpr", "regularization", -0.5),
+    ("two_tower", "hidden", ()), ("two_tower", "hidden", ""),
 ])
 def test_every_model_refuses_out_of_range_values_before_fitting(name, param, value):
     with pytest.raises(RecsysError, match=f"model '{name}': parameter {param}="):
@@ -123,3 +124,4 @@ def test_models_lists_types_ranges_and_preset_values(capsys):
     relmf = out[out.index("\nrelmf:"):]
     assert "\n  loss: bpr|ubpr|bce|wmf|relmf = relmf (preset)\n" in relmf
     assert "pop: (no parameters)" in out
+    assert "\n  hidden: int > 0,... (at least 1) = (128, 64, 32)\n" in out  # two_tower

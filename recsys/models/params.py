@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Annotated, Any, TypeVar, Union
 
-from annotated_types import Ge, Gt, Le, Lt
+from annotated_types import Ge, Gt, Le, Lt, MinLen
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
 
 from recsys.errors import RecsysError
@@ -94,6 +94,8 @@ def _describe(annotation: Any) -> str:
             for kind, symbol in symbols.items():
                 if isinstance(m, kind):
                     bounds.append(f"{symbol} {getattr(m, kind.__name__.lower())}")
+            if isinstance(m, MinLen):
+                bounds.append(f"(at least {m.min_length})")
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         text = "|".join(map(str, args))

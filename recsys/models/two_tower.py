@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from annotated_types import MinLen
 from torch import nn
 
 from recsys.augment.feature_mask import (
@@ -98,7 +99,7 @@ class TwoTower(TorchRecommender):
     """
 
     dim: Positive[int] = 32
-    hidden: tuple[Positive[int], ...] = (128, 64, 32)
+    hidden: Annotated[tuple[Positive[int], ...], MinLen(1)] = (128, 64, 32)  # towers' widths differ
     temperature: Positive[float] = 0.1
     logq: bool = True
     negatives: NonNegative[int] = 0
