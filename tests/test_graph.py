@@ -277,7 +277,8 @@ def test_sgl_redraws_views_every_epoch_and_logs_each_loss_part(small_data):
 
 
 def test_bad_augmentation_settings_are_one_clear_error(small_data):
-    with pytest.raises(RecsysError, match="cl_layer|contrast layer"):
+    with pytest.raises(RecsysError, match=r"parameter cl_layer=3: the contrasted layer must be "
+                       r"in 1\.\.layers, here 1\.\.2"):
         create_model("xsimgcl", **FAST, cl_layer=3).fit(small_data)
     with pytest.raises(RecsysError, match="view"):
         create_model("sgl", **FAST, view="walk")

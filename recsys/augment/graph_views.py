@@ -106,7 +106,8 @@ class CrossLayerViews:
 
     def __init__(self, eps: float, layer: int, layers: int, generator: torch.Generator) -> None:
         if not 1 <= layer <= layers:
-            raise RecsysError(f"xsimgcl: contrast layer must be in 1..{layers}, got {layer}")
+            raise RecsysError(f"model 'xsimgcl': parameter cl_layer={layer}: the contrasted layer "
+                              f"must be in 1..layers, here 1..{layers}")
         self.perturb, self.layer = uniform_noise(eps, generator), layer
 
     def resample(self) -> None:
