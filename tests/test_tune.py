@@ -63,6 +63,23 @@ def test_conditions_follow_the_loss():
     assert applies(eta, {"loss": "relmf"}) and not applies(eta, {"loss": "bce"})
 
 
+@pytest.mark.parametrize("name", ["als", "bpr", "ease", "mf", "relmf", "ubpr", "gnolr",
+                                  "two_tower", "lightgcn", "sgl", "simgcl", "xsimgcl", "llmrec"])
+def test_every_trainable_model_has_a_space_of_valid_values(name):
+    space, _ = search_space(name)
+    assert space, f"{name} has nothing for `recsys tune` to search"
+    for param, dim in space.items():
+        ends = dim.values if isinstance(dim, Choice) else (dim.low, dim.high)
+        for value in ends:  # both ends of every range are values the model accepts
+            create_model(name, **{param: int(value) if isinstance(dim, Int) else value})
+
+
+def test_graph_presets_search_their_own_contrastive_settings():
+    ssl = search_space("sgl")[0]
+    assert applies(ssl["drop_rate"], {"augment": "sgl"}) and not applies(ssl["eps"], {"augment": "sgl"})
+    assert not applies(ssl["ssl_weight"], {})  # plain lightgcn: no contrastive loss to weigh
+
+
 # ---- studies ------------------------------------------------------------------------------
 def test_study_scores_trials_on_validation_and_refits_the_best(train):
     result = tune("ease", train, trials=3, seed=1, progress=False)
@@ -90,6 +107,10 @@ def test_fixed_parameters_are_not_searched_and_conditions_apply(train):
     assert {"eta", "clip", "beta"} <= set(relmf.trials.columns)
     assert relmf.metric == "snips_recall@20"  # unbiased losses select on SNIPS
     assert relmf.model.loss == "relmf"
+    sgl = tune("sgl", train, fixed={"factors": 8, "layers": 1, "epochs": 2, "warmup": 0,
+                                    "device": "cpu"}, trials=2, progress=False)
+    assert {"lr", "reg", "ssl_weight", "temperature", "drop_rate"} <= set(sgl.trials.columns)
+    assert "eps" not in sgl.trials.columns and sgl.model.augment == "sgl"
 
 
 def test_pruning_callback_stops_a_trial_below_the_median():

@@ -44,6 +44,7 @@ from recsys.errors import RecsysError
 from recsys.losses.ordinal import MIN_GAP, nested_ordinal_loss, ordered_thresholds, ordinal_nll
 from recsys.models.base import register
 from recsys.models.params import NonNegative, Positive
+from recsys.models.space import Float, Int
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 
 log = logging.getLogger("recsys")
@@ -153,6 +154,10 @@ class GNOLR(TorchRecommender):
     _ranking_level: ClassVar[int | str | None] = None  # the level `at_level` chose
     state_rows: ClassVar[dict[str, str]] = {"user_heads": "users", "item_factors": "items"}
     test_params: ClassVar[dict] = {"factors": 8, "epochs": 10}
+    search_space: ClassVar[dict] = {  # what `recsys tune` searches
+        "factors": Int(8, 128, log=True), "lr": Float(1e-3, 3e-2, log=True),
+        "scale": Float(1.0, 16.0, log=True), "negatives": Int(1, 16, log=True),
+    }
 
     # ---- training -------------------------------------------------------------------------
     def build(self, train: Interactions, device: torch.device) -> nn.Module:

@@ -28,6 +28,7 @@ from recsys.data.sampling import PairSampler
 from recsys.losses import bpr_loss, distinct, info_nce
 from recsys.models.base import register, register_preset
 from recsys.models.params import Fraction, NonNegative, Positive
+from recsys.models.space import Float, Int
 from recsys.models.sparse import SparseTables
 from recsys.models.torch_model import TorchRecommender
 from recsys.nn.graph import LightGCN
@@ -74,6 +75,15 @@ class LightGCNRecommender(SparseTables, TorchRecommender):
     lr: Positive[float] = 0.01
 
     test_params: ClassVar[dict] = {"factors": 16, "layers": 2, "epochs": 10, "batch_size": 1024}
+    # what `recsys tune` searches (the contrastive settings only for the presets using them)
+    search_space: ClassVar[dict] = {
+        "factors": Int(16, 256, log=True), "lr": Float(1e-3, 3e-2, log=True),
+        "reg": Float(1e-6, 1e-2, log=True), "layers": Int(1, 4),
+        "ssl_weight": Float(1e-3, 0.5, log=True, when={"augment": ("sgl", "simgcl", "xsimgcl")}),
+        "temperature": Float(0.05, 1.0, log=True, when={"augment": ("sgl", "simgcl", "xsimgcl")}),
+        "drop_rate": Float(0.05, 0.5, when={"augment": ("sgl",)}),
+        "eps": Float(0.01, 0.5, log=True, when={"augment": ("simgcl", "xsimgcl")}),
+    }
 
     def build(self, train: Interactions, device: torch.device) -> LightGCN:
         self.graph_ = BipartiteGraph(train, device)

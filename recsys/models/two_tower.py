@@ -44,6 +44,7 @@ from recsys.errors import RecsysError
 from recsys.losses.contrastive import first_occurrence, info_nce
 from recsys.models.base import register
 from recsys.models.params import NonNegative, Positive, Probability
+from recsys.models.space import Float, Int
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 from recsys.nn.towers import Tower, encodable_columns
 
@@ -120,6 +121,11 @@ class TwoTower(TorchRecommender):
                                             "item_trained": "items"}
     test_params: ClassVar[dict] = {"dim": 16, "hidden": (32, 16), "epochs": 10, "lr": 0.01,
                                    "temperature": 0.2}
+    search_space: ClassVar[dict] = {  # what `recsys tune` searches (alpha only with SSL)
+        "dim": Int(8, 128, log=True), "lr": Float(1e-3, 3e-2, log=True),
+        "temperature": Float(0.02, 0.5, log=True),
+        "alpha": Float(0.01, 1.0, log=True, when={"ssl": ("rfm", "cfm")}),
+    }
 
     # ---- training -------------------------------------------------------------------------
     def build(self, train: Interactions, device: torch.device) -> nn.Module:
