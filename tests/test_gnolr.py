@@ -12,6 +12,7 @@ from pipelines.cli import main
 from recsys import create_model, load_model
 from recsys.data.simulate import simulate
 from recsys.errors import RecsysError
+from recsys.models.base import coerce_params, get_model_class
 
 FAST = {"factors": 8, "epochs": 4, "progress": False, "device": "cpu", "valid_frac": 0.0}
 
@@ -92,8 +93,16 @@ def test_baselines_share_the_code_path(sim):
     assert binary.score(users, items, grade="cart").shape == (10, 15)
     with pytest.raises(RecsysError, match="ranks level 'cart' only"):
         binary.score(users, items, grade="purchase")
-    with pytest.raises(RecsysError, match="grade 5 but the data has 3 levels"):
+    with pytest.raises(RecsysError, match=r"parameter grade=5: the data has 3 levels \(click<cart"):
         create_model("gnolr", objective="binary", grade=5, **FAST).fit(sim.train)
+    # a level by name is that level's number (`--param grade=cart`)
+    named = create_model("gnolr", objective="binary", **coerce_params(
+        get_model_class("gnolr"), {"grade": "cart"}), **FAST).fit(sim.train)
+    assert named.target_ == 2 and torch.equal(named.item_factors(), binary.item_factors())
+    assert coerce_params(get_model_class("gnolr"), {"grade": "2"})["grade"] in (2, "2")
+    with pytest.raises(RecsysError, match=r"parameter grade='basket': not a level of the data "
+                                          r"\(click<cart<purchase\)"):
+        create_model("gnolr", objective="binary", grade="basket", **FAST).fit(sim.train)
 
 
 def test_cli_trains_on_named_event_levels_and_evaluates_by_level(sim, tmp_path, capsys):

@@ -135,7 +135,7 @@ class GNOLR(TorchRecommender):
     each tower (e.g. 128,64: an id embedding of 128, then 64, then the heads), shared by the
     heads, as the paper's towers. `scale` is S (the paper: 2 to 4); `learn_thresholds` frees
     the a_k from their base rates (kept ordered). `grade` is the level a `binary` model learns
-    (0: the deepest).
+    and the default ranking serves: a level name or its 1-based number (0: the deepest).
     Scores rank by the deepest level; `score(..., grade=g)` ranks by level g and
     `probabilities=True` gives P(y >= k). `level_names_` (saved with the model) names the
     levels, weakest first.
@@ -145,7 +145,7 @@ class GNOLR(TorchRecommender):
     hidden: tuple[Positive[int], ...] = ()
     scale: Positive[float] = 4.0
     objective: Objective = "nested"
-    grade: NonNegative[int] = 0
+    grade: NonNegative[int] | str = 0
     negatives: Positive[int] = 4
     learn_thresholds: bool = False
     lr: Positive[float] = 0.01
@@ -227,9 +227,7 @@ class GNOLR(TorchRecommender):
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             callbacks=()) -> GNOLR:
         names = train.level_names or ("1",)
-        if self.grade > len(names):
-            raise RecsysError(f"gnolr: grade {self.grade} but the data has {len(names)} levels "
-                              f"({'<'.join(names)})")
+        self._target(names)  # an unknown level fails here, before any work
         self.level_names_ = names
         super().fit(train, valid=valid, callbacks=callbacks)
         with torch.no_grad():
@@ -258,7 +256,20 @@ class GNOLR(TorchRecommender):
     @property
     def target_(self) -> int:
         """The level the last head (the default ranking) stands for, 1-based."""
-        return self.grade or len(self.level_names_)
+        return self._target(self.level_names_)
+
+    def _target(self, names: tuple[str, ...]) -> int:
+        """`grade` as a 1-based level of `names` (0: the deepest); an error naming the levels."""
+        grade = self.grade
+        if isinstance(grade, str) and not grade.isdigit():
+            if grade not in names:
+                raise RecsysError(f"model 'gnolr': parameter grade={grade!r}: not a level of the "
+                                  f"data ({'<'.join(names)})")
+            return names.index(grade) + 1
+        if int(grade) > len(names):
+            raise RecsysError(f"model 'gnolr': parameter grade={grade}: the data has "
+                              f"{len(names)} levels ({'<'.join(names)})")
+        return int(grade) or len(names)
 
     def _mix(self, heads: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[levels, heads]: which heads' logits add up to each level's logit."""
