@@ -76,6 +76,8 @@ class ModelConfig(Strict):
         if self.name not in model_names():
             raise ValueError(f"unknown model {self.name!r}; known models: {', '.join(model_names())}")
         cls = get_model_class(self.name)
+        if empty := [key for key, values in self.grid.items() if not values]:
+            raise ValueError(f"grid.{empty[0]}: give at least one value")
         try:
             self.params = coerce_params(cls, self.params, model=self.name)
             self.grid = {key: [coerce_params(cls, {key: v}, model=self.name)[key] for v in values]
@@ -84,9 +86,12 @@ class ModelConfig(Strict):
             raise ValueError(str(exc)) from None
         if self.tune is not None:
             try:
-                search_space(self.name, self.tune.space, source="tune.space")
+                space, _ = search_space(self.name, self.tune.space, source="tune.space")
             except RecsysError as exc:
                 raise ValueError(str(exc)) from None
+            if not space:
+                raise ValueError(f"tune: model {self.name!r} has nothing to search (no search "
+                                 "space of its own; give one in tune.space)")
         return self
 
     def fixed(self, variant: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +111,7 @@ class CompareConfig(Strict):
     experiment: str = "recsys"
     data: SimulateData | FileData = Field(default_factory=SimulateData, discriminator="kind")
     split: SplitConfig = SplitConfig()
-    models: list[ModelConfig]
+    models: list[ModelConfig] = Field(min_length=1)
     k: list[int] = [10, 20]
     select: str = "ndcg@20"
     register_as: str | None = None
