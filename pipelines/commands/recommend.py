@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("recommend", help="batch top-K recommendations to Parquet")
     model_arguments(rec)
     rec.add_argument("--users", help="file with a user_id column (default: all known users and "
-                     "the users of --history)")
+                     "the users of --history and --user-features)")
     rec.add_argument("--history", help="file with user_id,item_id rows: users the model does not "
                      "know are answered from these items (folded in) when the model can")
     rec.add_argument("--user-features", help="file with user_id and user feature columns (as "
