@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ def _optuna():
     except ImportError:
         raise RecsysError("tuning needs Optuna: pip install 'recsys[tune]'") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in one line each
+    # multivariate TPE (correlated parameters such as ALS's regularization and alpha) is
+    # marked experimental, and says so once per study
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 

@@ -69,3 +69,20 @@ def test_bad_arguments_are_named(ratings, fits):
         semisynthetic(ratings, 0, relevance=gamma, exposure=theta)
     with pytest.raises(RecsysError, match="must be users x items"):
         semisynthetic(ratings, 1, relevance=gamma[:5], exposure=theta)
+
+
+def test_test_set_is_missing_at_random(ratings, fits):
+    """Test items are drawn uniformly among each user's unclicked items, so their exposure
+    is that of the unclicked cells on average (not tilted toward what users rate), and
+    E[clicks] = sum of gamma * theta^p at every power."""
+    gamma, theta = fits
+    sim = semisynthetic(ratings, 3, relevance=gamma, exposure=theta, mar_items=30, seed=5)
+    expected = (gamma * theta**3).sum()
+    assert abs(sim.train.nnz - expected) < 4 * np.sqrt(expected)
+    clicked = sim.train.matrix.toarray() > 0
+    test = sim.unbiased_test
+    exposure = sim.propensity.pair[test.users, test.items].mean()
+    per_user = np.where(~clicked, sim.propensity.pair, 0).sum(1) / (~clicked).sum(1)
+    assert abs(exposure - per_user[test.users].mean()) < 0.1 * per_user.mean()
+    rated = ratings.matrix.toarray() > 0
+    assert rated[test.users, test.items].mean() < 0.5  # 12 of 40 items rated: about 0.3
