@@ -404,6 +404,9 @@ class Ranker:
             history = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                     shape=(len(queries), self.n_items))
             history.sum_duplicates()
+        for i, q in enumerate(queries):  # a known user's history is not read, but bad ids are said
+            if users[i] >= 0 and q.history:
+                unknown_history[i] = self.items.each(q.history)[1]
         if any(queries[i].features for i in new):
             features = pd.DataFrame([dict(q.features or {}) if users[i] < 0 else {}
                                      for i, q in enumerate(queries)])

@@ -61,6 +61,9 @@ def test_queries_known_new_and_fallback(fitted, small_data):
     popularity = small_data.item_popularity
     assert fallback.item_ids == small_data.item_map.ids[brute_top(popularity, set(), 5)].tolist()
     assert fallback.scores == popularity[brute_top(popularity, set(), 5)].tolist()
+    # a known user's history is not read (same list), but its unknown ids are reported
+    told = ranker.rank([Query(user, history=[history[0], "no-such-item"], k=5)])[0]
+    assert told.item_ids == known.item_ids and told.unknown_item_ids == ["no-such-item"]
 
 
 def test_candidates_exclusions_and_exclude_seen(fitted, small_data):
