@@ -225,3 +225,19 @@ def test_other_separators_make_a_column_multi_valued():
     assert table["class"].lengths.tolist() == [3, 1]
     assert table["class"].vocab.values == ["Action", "Animation", "Children's", "Comedy"]
     assert table.encode(frame.iloc[[1]], "item_id")["class"].codes.tolist() == [1]
+
+
+def test_a_number_column_with_a_stray_text_cell_is_named_in_a_warning(caplog):
+    ages = [str(20 + i) for i in range(11)] + ["abc"]
+    frame = pd.DataFrame({"user_id": range(12), "age": ages, "city": list("ab") * 6})
+    with caplog.at_level("WARNING", logger="recsys"):
+        table = FeatureTable.from_frame(frame, id_col="user_id", source="users.csv")
+    assert table.columns["age"].kind == "categorical"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # the text column `city` is not flagged
+    assert "users.csv" in warnings[0] and "'age'" in warnings[0]
+    assert "1 of 12 cells" in warnings[0] and "row 12" in warnings[0] and "'abc'" in warnings[0]
+    with caplog.at_level("WARNING", logger="recsys"):
+        caplog.clear()
+        FeatureTable.from_frame(frame, id_col="user_id", kinds={"age": "categorical"})
+    assert not caplog.records  # a declared kind is the user's choice

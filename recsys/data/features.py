@@ -117,6 +117,22 @@ def infer_kind(series: pd.Series) -> str:
     return "categorical"
 
 
+def _warn_near_numeric(series: pd.Series, source: str, name: str) -> None:
+    """Warn when a column read as categorical is numbers in all but a few cells: a typo in
+    one cell (`abc` in an age column) would otherwise silently turn every age into a category."""
+    text, missing = _texts(series)
+    present = ~missing
+    if present.sum() < 10:
+        return
+    numbers = pd.to_numeric(pd.Series(text[present]), errors="coerce").notna().to_numpy()
+    if numbers.mean() >= 0.9:
+        pos = int(np.flatnonzero(present)[np.argmin(numbers)])
+        log.warning("%s: column %r is numbers except in %d of %d cells (first: row %d, %s), so "
+                    "it is read as categorical; fix the cells or declare its kind (kinds=)",
+                    source, name, int((~numbers).sum()), int(present.sum()), _row(pos),
+                    _show(series.iloc[pos]))
+
+
 # ---- vocabulary ------------------------------------------------------------------------------
 class Vocabulary:
     """Value -> code in 1..n, sorted for determinism; code 0 is out-of-vocabulary or missing.
@@ -681,6 +697,9 @@ def _resolve_kinds(frame: pd.DataFrame, id_col: str, kinds: dict[str, str],
             raise DataError(f"{source}: column {name!r}: unknown kind {kind!r}; kinds: "
                             f"{', '.join((*KINDS, IGNORE))}")
     resolved = {str(c): kinds.get(c) or infer_kind(frame[c]) for c in frame.columns if c != id_col}
+    for name, kind in resolved.items():
+        if kind == "categorical" and name not in kinds:
+            _warn_near_numeric(frame[name], source, name)
     resolved = {c: k for c, k in resolved.items() if k != IGNORE}
     if not resolved:
         raise DataError(f"{source}: no feature columns besides the id column {id_col!r}")
