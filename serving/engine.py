@@ -92,7 +92,7 @@ class Engine:
 
     @property
     def model_name(self) -> str:
-        return self.model.name
+        return self.model.label
 
     def at_grade(self, grade: Id | None) -> Engine:
         """This engine ranking by level `grade` of a graded model (a name or 1-based number;

@@ -315,3 +315,17 @@ def test_atomic_dir_replaces_a_folder_whole(exchange, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mark"]
     assert (tmp_path / "out" / "mark").read_text() == "new"
+
+
+def test_a_preset_keeps_its_name_through_a_folder(small_data, tmp_path):
+    model = create_model("relmf", epochs=2, factors=4, progress=False).fit(small_data)
+    assert (model.name, model.preset, model.label) == ("mf", "relmf", "relmf")
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (config["model"], config["preset"]) == ("mf", "relmf")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.label == "relmf" and loaded.get_params() == model.get_params()
+    plain = create_model("mf", epochs=2, factors=4, progress=False)
+    assert plain.preset is None and plain.label == "mf"
+    plain.fit(small_data).save(tmp_path / "p")
+    assert "preset" not in json.loads((tmp_path / "p" / "config.json").read_text())

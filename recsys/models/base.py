@@ -121,7 +121,10 @@ def create_model(name: str, **params: Any) -> BaseRecommender:
     such as "64" or "128,64" are typed from the annotations); an unknown parameter, a wrong
     type or a value out of range is an error naming it."""
     cls = get_model_class(name)
-    return cls(**coerce_params(cls, {**preset_params(name), **params}, model=name))
+    model = cls(**coerce_params(cls, {**preset_params(name), **params}, model=name))
+    if name in _PRESETS:
+        model.preset = name
+    return model
 
 
 class BaseRecommender:
@@ -138,6 +141,7 @@ class BaseRecommender:
     """
 
     name: ClassVar[str] = "base"
+    preset = None  # str: the preset it was created as (e.g. sgl for lightgcn), if any
     # side inputs the model reads: 'levels', 'item_features', 'user_features', 'item_text'
     uses: ClassVar[frozenset[str]] = frozenset()
     state_rows: ClassVar[dict[str, str]] = {}
@@ -155,6 +159,11 @@ class BaseRecommender:
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
         return param_defaults(cls)
+
+    @property
+    def label(self) -> str:
+        """The name a user chose it by: the preset (sgl, relmf) or the model's own name."""
+        return self.preset or self.name
 
     def get_params(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self.param_defaults()}

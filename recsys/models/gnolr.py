@@ -43,7 +43,7 @@ from recsys.data.sampling import PairSampler
 from recsys.errors import RecsysError
 from recsys.losses.ordinal import MIN_GAP, nested_ordinal_loss, ordered_thresholds, ordinal_nll
 from recsys.models.base import register
-from recsys.models.params import NonNegative, Positive
+from recsys.models.params import Level, Positive
 from recsys.models.space import Float, Int
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 
@@ -145,7 +145,7 @@ class GNOLR(TorchRecommender):
     hidden: tuple[Positive[int], ...] = ()
     scale: Positive[float] = 4.0
     objective: Objective = "nested"
-    grade: NonNegative[int] | str = 0
+    grade: Level = 0
     negatives: Positive[int] = 4
     learn_thresholds: bool = False
     lr: Positive[float] = 0.01

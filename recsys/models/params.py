@@ -23,7 +23,7 @@ import typing
 from typing import Annotated, Any, TypeVar, Union
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
-from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 from recsys.errors import RecsysError
 
@@ -33,6 +33,15 @@ NonNegative = Annotated[T, Ge(0)]
 Fraction = Annotated[float, Ge(0), Lt(1)]  # a share of something, 0 <= x < 1
 Probability = Annotated[float, Ge(0), Le(1)]
 Share = Annotated[float, Gt(0), Le(1)]  # a non-empty share, 0 < x <= 1 (e.g. weights kept)
+
+
+def _level_number(value: Any) -> Any:
+    """'2' -> 2, so a level given as text (--param grade=2) is the same value as the number."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+# a level of graded feedback: its 1-based number (0: the deepest) or its name
+Level = Annotated[NonNegative[int] | str, BeforeValidator(_level_number)]
 
 _NONE_WORDS = ("none", "null")
 # NaN and infinity are never a sensible hyperparameter: refuse them for every float

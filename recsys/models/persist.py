@@ -76,7 +76,8 @@ def save_model(model: BaseRecommender, path: str | Path, seen: Interactions | No
             table.save(tmp / FEATURES / name)
         if seen is not None:
             sp.save_npz(tmp / SEEN, seen.matrix.tocsr())
-        config = {"model": model.name, "format": FORMAT_VERSION, "params": model.get_params(),
+        config = {"model": model.name, **({"preset": model.preset} if model.preset else {}),
+                  "format": FORMAT_VERSION, "params": model.get_params(),
                   "fit_info": getattr(model, "fit_info_", {}), "files": _manifest(tmp)}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
 
@@ -220,9 +221,12 @@ def _instantiate(path: Path, config: dict) -> BaseRecommender:
     from recsys.models.base import create_model
 
     try:
-        return create_model(config["model"], **config.get("params", {}))
+        model = create_model(config["model"], **config.get("params", {}))
     except (RecsysError, TypeError, ValueError) as exc:
         raise RecsysError(f"{path / CONFIG}: {_reason(exc)}") from exc
+    if isinstance(config.get("preset"), str):
+        model.preset = config["preset"]
+    return model
 
 
 def _verify_files(path: Path, config: dict) -> None:

@@ -169,7 +169,7 @@ class TorchRecommender(FactorModel):
                       "(raise epochs or lower warmup)")
         if reason is not None:
             log.warning("%s: %s; training %d epochs without early stopping",
-                        self.name, reason, self.epochs)
+                        self.label, reason, self.epochs)
             self.fit_info_["early_stopping"] = f"off: {reason}"
             fit_part, valid, carved = train, None, False
         result = self._run(fit_part, valid, self.epochs, callbacks)
@@ -198,7 +198,7 @@ class TorchRecommender(FactorModel):
                             stopping=stopping,
                             hooks=[*self.hooks(), *(callbacks if main else ())],
                             horizon=self.epochs, progress=self.progress,
-                            desc=f"{self.name} {prefix.rstrip('_')}".strip(), prefix=prefix)
+                            desc=f"{self.label} {prefix.rstrip('_')}".strip(), prefix=prefix)
         self._export()
         return result
 
