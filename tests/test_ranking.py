@@ -16,15 +16,23 @@ def reference(row: np.ndarray, k: int) -> np.ndarray:
     return np.array(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k], dtype=np.int64)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_top_k_matches_the_reference_on_tied_and_masked_scores(device):
-    rng = np.random.default_rng(0)
-    for _ in range(300):
+def tied_cases(seed: int, count: int):
+    """(scores [rows, n], k): small integer scores (mostly ties), a fifth masked (-inf), some
+    -0.0 (equal to 0.0), and k from 1 to beyond n."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
         rows, n = rng.integers(1, 6), rng.integers(1, 40)
         k = int(rng.integers(1, 45))
-        scores = rng.integers(-3, 4, (rows, n)).astype(np.float32)  # mostly ties
-        scores[rng.random((rows, n)) < 0.2] = -np.inf  # masked items
-        scores[rng.random((rows, n)) < 0.1] = -0.0  # equal to 0.0
+        scores = rng.integers(-3, 4, (rows, n)).astype(np.float32)
+        scores[rng.random((rows, n)) < 0.2] = -np.inf
+        scores[rng.random((rows, n)) < 0.1] = -0.0
+        yield scores, k
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_top_k_matches_the_reference_on_tied_and_masked_scores(device):
+    for scores, k in tied_cases(0, 300):
+        rows, n = scores.shape
         items, values = top_k(torch.from_numpy(scores).to(device), k)
         assert items.shape == (rows, min(k, n)) and items.device.type == device
         for r in range(rows):
@@ -35,12 +43,8 @@ def test_top_k_matches_the_reference_on_tied_and_masked_scores(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_top_k_unsure_flags_exactly_the_rows_cut_inside_a_tie_group(device):
-    rng = np.random.default_rng(2)
-    for _ in range(200):
-        rows, n = rng.integers(1, 6), rng.integers(1, 40)
-        k = int(rng.integers(1, 45))
-        scores = rng.integers(-3, 4, (rows, n)).astype(np.float32)
-        scores[rng.random((rows, n)) < 0.2] = -np.inf
+    for scores, k in tied_cases(2, 200):
+        rows, n = scores.shape
         items, values, unsure = top_k_unsure(torch.from_numpy(scores).to(device), k)
         assert items.shape == (rows, min(k, n)) and unsure.shape == (rows,)
         for r in range(rows):
