@@ -18,6 +18,7 @@ products, per update one top-k per table; no host synchronisation.
 
 from __future__ import annotations
 
+import logging
 import math
 import weakref
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ import torch
 from recsys.errors import RecsysError
 
 MIN_RATIO = 0.005  # the cosine schedule's floor, as in the official code
+
+log = logging.getLogger("recsys")
 
 
 def check_density(density: float) -> float:
@@ -79,6 +82,11 @@ class DynamicSparsity:
         self.tables, self.density = list(tables), density
         self.every, self.ratio, self.total = every, ratio, total
         self.budgets = [kept(t.numel(), density) for t in self.tables]
+        for table, budget in zip(self.tables, self.budgets, strict=True):
+            if budget < len(table):
+                log.warning("density=%g keeps %d weights of a table of %d rows: most users or "
+                            "items get an all-zero vector and rank by ties; raise density",
+                            density, budget, len(table))
         generator = torch.Generator(device=self.tables[0].device).manual_seed(seed)
         self.masks = []
         for table, budget in zip(self.tables, self.budgets, strict=True):

@@ -208,3 +208,16 @@ def test_masks_move_every_three_epochs_by_default(small_data):
     steps = len(model.sampler_)  # per epoch
     # in the middle of epochs 2 and 5
     assert model.sparsity_.every == 3 * steps and model.sparsity_.updates == 2
+
+
+def test_a_density_leaving_fewer_weights_than_rows_is_warned_about(caplog):
+    small = torch.nn.Parameter(torch.ones(50, 4))  # 200 weights: 0.2 keeps 40 < 50 rows
+    large = torch.nn.Parameter(torch.ones(10, 4))  # 40 weights: 0.2 keeps 8 < 10 rows
+    with caplog.at_level("WARNING", logger="recsys"):
+        DynamicSparsity([small, large], 0.2, every=10, ratio=0.5, total=100)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "keeps 40 weights of a table of 50 rows" in messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys"):
+        DynamicSparsity([small], 0.25, every=10, ratio=0.5, total=100)  # 50 weights, 50 rows
+    assert not caplog.records
