@@ -99,7 +99,10 @@ def setup(device: torch.device) -> torch.device:
 
 
 def _shutdown() -> None:
+    """Leave the group together: a rank tearing down its gloo connections while a peer still
+    uses them can abort the peer ("terminate called without an active exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
