@@ -18,17 +18,16 @@ shared machine, CPU time with `--threads 1` is the better measure of the work do
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from cells import run_cells
 
 from recsys import Interactions, create_model
 from recsys.data import random_split, read_events
@@ -142,14 +141,7 @@ def main() -> None:
             pd.DataFrame(rows).to_csv(args.csv + ".tmp", index=False)
             os.replace(args.csv + ".tmp", args.csv)
 
-    if args.jobs > 1:
-        # spawn: forked children cannot use CUDA once the parent has touched it
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(run, *cell, args) for cell in cells]):
-                keep(future.result())
-    else:
-        for cell in cells:
-            keep(run(*cell, args))
+    run_cells(run, cells, args, args.jobs, keep)
     print(summarize(pd.DataFrame(rows)))
 
 

@@ -24,15 +24,14 @@ training clicks. The test set is never seen.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from cells import run_cells
 
 from recsys import create_model
 from recsys.models.base import get_model_class
@@ -176,13 +175,7 @@ def main() -> None:
     strengths = args.powers if args.movielens else args.biases
     cells = [(s, seed, label, name, params) for s in map(float, strengths.split(","))
              for seed in map(int, args.seeds.split(",")) for label, (name, params) in models.items()]
-    if args.jobs > 1:
-        # spawn: forked children cannot use CUDA once the parent has touched it
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(run, *zip(*cells, strict=True), [args] * len(cells)))
-    else:
-        rows = [run(*cell, args) for cell in cells]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(run_cells(run, cells, args, args.jobs))
     if args.csv:
         frame.to_csv(args.csv, index=False)
     summarize(frame)

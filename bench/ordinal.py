@@ -16,15 +16,14 @@ binary family, the top level's model). "binary, levels ignored" is one model of 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from cells import run_cells
 
 from recsys import create_model
 from recsys.data import Interactions, random_split, read_atomic
@@ -143,14 +142,7 @@ def main() -> None:
     cells = [(data, seed, label, name, params) for data in args.data.split(",")
              for seed in map(int, args.seeds.split(","))
              for label, (name, params) in models.items()]
-    if args.jobs > 1:
-        # spawn: forked children cannot use CUDA once the parent has touched it
-        with ProcessPoolExecutor(args.jobs,
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(run, *zip(*cells, strict=True), [args] * len(cells)))
-    else:
-        rows = [run(*cell, args) for cell in cells]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(run_cells(run, cells, args, args.jobs))
     if args.csv:
         frame.to_csv(args.csv, index=False)
     summarize(frame)
