@@ -47,7 +47,8 @@ def _row(position: int) -> int:
     return int(position) + 1
 
 
-def _show(value: object, limit: int = 60) -> str:
+def show_value(value: object, limit: int = 60) -> str:
+    """A cell as an error message shows it: text quoted, anything long cut."""
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -80,7 +81,7 @@ def _floats(series: pd.Series, source: str, name: str) -> tuple[np.ndarray, np.n
     bad = ~missing & ~np.isfinite(values)
     if bad.any():
         pos = int(np.argmax(bad))
-        raise DataError(f"{source}: column {name!r} row {_row(pos)}: {_show(series.iloc[pos])} "
+        raise DataError(f"{source}: column {name!r} row {_row(pos)}: {show_value(series.iloc[pos])} "
                         "is not a finite number (the column is numeric)")
     return np.where(missing, 0.0, values), missing
 
@@ -130,7 +131,7 @@ def _warn_near_numeric(series: pd.Series, source: str, name: str) -> None:
         log.warning("%s: column %r is numbers except in %d of %d cells (first: row %d, %s), so "
                     "it is read as categorical; fix the cells or declare its kind (kinds=)",
                     source, name, int((~numbers).sum()), int(present.sum()), _row(pos),
-                    _show(series.iloc[pos]))
+                    show_value(series.iloc[pos]))
 
 
 # ---- vocabulary ------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class Vocabulary:
         self._index = pd.Index([str(v) for v in values], dtype=object)
         if not self._index.is_unique:
             raise DataError(f"vocabulary has a duplicated value: "
-                            f"{_show(self._index[self._index.duplicated()][0])}")
+                            f"{show_value(self._index[self._index.duplicated()][0])}")
 
     @classmethod
     def build(cls, values: Iterable[str], min_count: int = 1) -> Vocabulary:
@@ -435,7 +436,7 @@ class DenseColumn(Column):
         if bad.any():
             at = int(np.argmax(bad))
             raise DataError(f"{source}: column {name!r} row {_row(present[at // dim])}: "
-                            f"{_show(flat[at].item())} is not a finite number (the column is a "
+                            f"{show_value(flat[at].item())} is not a finite number (the column is a "
                             "dense vector)")
         values = np.zeros((len(series), dim), dtype=np.float32)
         values[present] = numbers.reshape(len(present), dim)
@@ -681,7 +682,7 @@ def _frame_ids(frame: pd.DataFrame, id_col: str, source: str) -> np.ndarray:
     if dup.any():
         pos = int(np.argmax(dup))
         first = int(np.flatnonzero(pd.Index(ids) == ids[pos])[0])
-        raise DataError(f"{source}: id {_show(ids[pos])} appears twice in column {id_col!r} "
+        raise DataError(f"{source}: id {show_value(ids[pos])} appears twice in column {id_col!r} "
                         f"(rows {_row(first)} and {_row(pos)}); one row per id")
     return ids
 

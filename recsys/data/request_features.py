@@ -18,18 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.data.features import CategoricalColumn, FeatureTable, MultiColumn
+from recsys.data.features import CategoricalColumn, FeatureTable, MultiColumn, show_value
 from recsys.errors import DataError
 
 _ROW = "__row__"  # the id column of encoded rows: their position
 EXPECTED = {"categorical": "a text or integer value", "multi": "a text of values separated by "
             "the column's separator, or a list of values", "numeric": "a number",
             "dense": "a list of numbers", "text": "a text"}
-
-
-def _show(value: object, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_number(value: object) -> bool:
@@ -40,7 +35,7 @@ def check_names(table: FeatureTable, names: Iterable[str], where: str) -> None:
     """Every name must be a feature column of `table`; errors list the known ones."""
     for name in names:
         if name not in table.columns:
-            raise DataError(f"{where}: unknown user feature {_show(name)}; the model's user "
+            raise DataError(f"{where}: unknown user feature {show_value(name)}; the model's user "
                             f"features are: {', '.join(table.columns)}")
 
 
@@ -65,7 +60,7 @@ def feature_row(table: FeatureTable, values: Mapping[str, Any], where: str = "fe
                                                        for v in value),
               "text": isinstance(value, str)}[kind]
         if not ok:
-            raise DataError(f"{at}: expected {EXPECTED[kind]} (a {kind} feature), got {_show(value)}")
+            raise DataError(f"{at}: expected {EXPECTED[kind]} (a {kind} feature), got {show_value(value)}")
         if kind == "dense" and len(value) != column.dim:
             raise DataError(f"{at}: {len(value)} numbers, expected {column.dim} (a dense feature)")
         if kind == "categorical" and not isinstance(value, str):
