@@ -169,7 +169,7 @@ class Ranker:
                items: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(users, item indices, scores) per block of known users whose scores fit the budget."""
         n = self.n_items if items is None else len(items)
-        step = block_rows(n, self.device)
+        step = block_rows(n, self.device, rows=len(users))
         for start in range(0, len(users), step):
             block = users[start:start + step]
             yield (block, *self.top_items(block, k, items=items, exclude_seen=exclude_seen))
@@ -203,7 +203,7 @@ class Ranker:
         k = min(k, n_cand)
         out_items = np.zeros((n, k), dtype=np.int64)
         out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-        step = block_rows(n_cand, self.device)
+        step = block_rows(n_cand, self.device, rows=n)
         vector_row = np.cumsum(folded) - 1  # row of each folded user in `vectors`
         for start in range(0, n if k else 0, step):
             part = slice(start, start + step)

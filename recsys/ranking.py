@@ -19,13 +19,18 @@ from recsys.errors import RecsysError
 MAX_BLOCK_SCORES = 2**28  # most scores (users x items) one block holds, whatever the memory
 MEMORY_SHARE = 0.25  # of the free memory that one block of scores and its work may take
 BYTES_PER_SCORE = 16  # a float score plus top-k, masking and metric work per score
+SMALL_BLOCK_SCORES = 2**20  # scores (16 MB of work) scored in one block without asking
 
 
-def block_rows(n_cols: int, device: str | torch.device = "cpu") -> int:
+def block_rows(n_cols: int, device: str | torch.device = "cpu", rows: int | None = None) -> int:
     """Rows of a [rows, n_cols] block of scores that fit in MEMORY_SHARE of the free memory
     of `device` (the GPU's free memory, or the host's available memory for the CPU), at most
     MAX_BLOCK_SCORES scores and at least one row. Few large blocks keep an accelerator busy;
-    the bound keeps a block from exhausting memory on any catalogue."""
+    the bound keeps a block from exhausting memory on any catalogue. With `rows` (the rows to
+    score), a job of at most SMALL_BLOCK_SCORES is one block without probing the memory,
+    which would cost a serving request more than its scoring."""
+    if rows is not None and rows * n_cols <= min(SMALL_BLOCK_SCORES, MAX_BLOCK_SCORES):
+        return max(1, rows)
     device = torch.device(device)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]

@@ -62,6 +62,9 @@ def test_block_rows_follow_the_memory_cap(monkeypatch):
     assert block_rows(10) == 100 and block_rows(3000) == 1 and block_rows(0) == 1000
     monkeypatch.setattr("recsys.ranking._available_host_memory", lambda: 16 * 4 * 500)
     assert block_rows(10) == 50  # a quarter of the memory at 16 bytes per score
+    # a small job is one block, without asking for the free memory
+    monkeypatch.setattr("recsys.ranking._available_host_memory", lambda: 1 / 0)
+    assert block_rows(100, rows=3) == 3 and block_rows(10, rows=0) == 1  # within the cap (1000)
 
 
 @pytest.mark.parametrize("device", DEVICES)
