@@ -2,6 +2,10 @@
 
     python bench/two_tower_ssl.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--device cpu|cuda]
                         [--datasets ml-100k,simulated] [--epochs 100] [--json OUT]
+                        [--select ml-100k --select-seeds 0,1,2 --alphas 0.05,0.2,1
+                         --ssl-temperatures 0.1,0.5 --ssl-dropouts 0.1,0.3]
+                        [--simulated-seeds 0,1,2] [--jobs N --devices cuda:0,cuda:1]
+                        [--csv FILE] [--stop-after SECONDS]
 
 Datasets: MovieLens-100K (every rating is an interaction; item features genres (`class`,
 multi-valued) and release year; user features age bucket, gender, occupation) and the
@@ -15,29 +19,38 @@ Metrics: Recall@20 / NDCG@20 over the whole catalogue on the warm test pairs (ov
 tail items, all but the 20% most popular), and cold-start Recall@20 / NDCG@20: each user's
 pairs with cold items (test plus the removed training pairs), ranked among the cold items
 only (random ranking: Recall@20 about 20 / number of cold items, printed). Mean and standard
-deviation over seeds.
+deviation over seeds; `tail50_recall@20` takes the tail as all but the 50% most popular items
+(the long tail proper). SSL variants are also compared with ssl=none seed by seed (the same
+split and cold items): the mean and spread of the paired difference and how many seeds it is
+positive on.
+
+With `--select DATASETS`, SSL hyperparameters are chosen on validation only: for each selection
+seed, a further 20% of each user's training pairs is held out (the test split is never
+read); every rfm/cfm combination of `--alphas` x `--ssl-temperatures` x `--ssl-dropouts`
+(value dropout in multi-valued features) is trained on the rest and scored on that
+validation split; per method the combination with the best mean validation `--select-by`
+(default tail Recall@20) over the selection seeds is then trained and tested on `--seeds`
+next to the defaults. Cells run in `--jobs` processes (devices in turn from `--devices`).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import time
+from functools import lru_cache
 from pathlib import Path
-
-# run as a script, this file's folder leads sys.path and its name would shadow the standard
-# library's `ssl` module (imported by pyarrow and others)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from cells import run_cells  # noqa: E402
 
 from recsys import Interactions, create_model  # noqa: E402
 from recsys.data import read_atomic  # noqa: E402
@@ -45,6 +58,7 @@ from recsys.data.features import FeatureTable  # noqa: E402
 from recsys.data.simulate import simulate  # noqa: E402
 from recsys.data.split import holdout  # noqa: E402
 from recsys.evaluate import evaluate  # noqa: E402
+from recsys.models.base import get_model_class  # noqa: E402
 
 K = 20
 COLD_FRAC = 0.1
@@ -54,8 +68,16 @@ MODELS = {
     "two_tower ssl=none": ("two_tower", {"ssl": "none"}),
     "two_tower ssl=rfm": ("two_tower", {"ssl": "rfm"}),
     "two_tower ssl=cfm": ("two_tower", {"ssl": "cfm"}),
+    # ablation (not run by default): without id dropout, ssl=none has no other way to train
+    # the item tower's feature path apart from the ids
+    "two_tower ssl=none id_dropout=0": ("two_tower", {"ssl": "none", "id_dropout": 0.0}),
+    "two_tower ssl=rfm id_dropout=0": ("two_tower", {"ssl": "rfm", "id_dropout": 0.0}),
 }
-COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "cold_recall@20", "cold_ndcg@20")
+DEFAULT_MODELS = list(MODELS)[:4]
+COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "tail50_recall@20", "cold_recall@20",
+           "cold_ndcg@20")
+VALID_COLUMNS = ("ndcg@20", "tail_recall@20", "tail50_recall@20")
+VALID_SEED = 1000  # the validation carve-out's seed is the split seed + this
 
 
 def movielens(folder: Path) -> tuple[Interactions, pd.DataFrame, pd.DataFrame | None, dict]:
@@ -110,29 +132,109 @@ class ColdScorer:
         return self.model.score(users, self.items if items is None else self.items[items])
 
 
-def run(name: str, params: dict, train, test, cold_test, cold_items, seed: int, args) -> dict:
+@lru_cache(maxsize=4)
+def load(dataset: str, seed: int, folder: Path):
+    """prepare() of a data set and seed (once per process)."""
+    return prepare(*(movielens(folder) if dataset == "ml-100k" else simulated(seed)), seed=seed)
+
+
+def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict, device: str,
+        args) -> dict:
+    """One fit. phase "valid": trained on the training pairs less a per-user 20% validation
+    carve-out and scored on it (cold items and test untouched); "test": trained on all
+    training pairs and scored on test and the cold items."""
+    row = {"phase": phase, "dataset": dataset, "seed": seed, "label": label, "model": name,
+           "params": json.dumps(params, sort_keys=True), "device": device}
+    if args.stop_at and time.time() > args.stop_at:
+        return {**row, "skipped": 1}
+    torch.set_num_threads(args.threads)
+    train, test, cold_test, cold_items = load(dataset, seed, args.data)
+    if phase == "valid":
+        train, test = holdout(train, 0.2, seed=seed + VALID_SEED)
     start = time.perf_counter()
-    model = create_model(name, **params, seed=seed, device=args.device, progress=False,
+    model = create_model(name, **params, seed=seed, device=device, progress=False,
                          epochs=args.epochs, valid_every=2, patience=6)
     model.fit(train)
     result = evaluate(model, test, train=train, k=K)
-    cold = evaluate(ColdScorer(model, cold_items), cold_test, k=K)
-    out = {m: result[m] for m in ("ndcg@20", "recall@20", "tail_recall@20", "tail_ndcg@20")}
-    out.update({"cold_recall@20": cold["recall@20"], "cold_ndcg@20": cold["ndcg@20"],
-                "epochs": model.fit_info_["best_epoch"], "seconds": time.perf_counter() - start})
+    deep = evaluate(model, test, train=train, k=K, head_frac=0.5)
+    row.update({m: result[m] for m in ("ndcg@20", "recall@20", "tail_recall@20", "tail_ndcg@20")})
+    row["tail50_recall@20"] = deep["tail_recall@20"]
+    if phase == "test":
+        cold = evaluate(ColdScorer(model, cold_items), cold_test, k=K)
+        row.update({"cold_recall@20": cold["recall@20"], "cold_ndcg@20": cold["ndcg@20"]})
+    last = model.history_[-1]
+    if "ssl" in last:  # the InfoNCE value itself (the logged part is alpha x it)
+        row["ssl_infonce"] = last["ssl"] / model.alpha
+    row.update({"epochs": model.fit_info_["best_epoch"], "seconds": time.perf_counter() - start})
+    return row
+
+
+def grid(args) -> dict[str, tuple[str, dict]]:
+    """The rfm/cfm combinations searched on validation, by label."""
+    out = {"two_tower ssl=none": ("two_tower", {"ssl": "none"})}
+    for ssl, alpha, tau, drop in itertools.product(
+            ("rfm", "cfm"), floats(args.alphas), floats(args.ssl_temperatures),
+            floats(args.ssl_dropouts)):
+        out[f"two_tower ssl={ssl} alpha={alpha:g} tau={tau:g} drop={drop:g}"] = (
+            "two_tower", {"ssl": ssl, "alpha": alpha, "ssl_temperature": tau, "ssl_dropout": drop})
     return out
 
 
-def table_rows(results: dict[str, list[dict]]) -> list[str]:
-    lines = ["| model | " + " | ".join(COLUMNS) + " | epochs |", "|---" * (len(COLUMNS) + 2) + "|"]
-    for label, runs in results.items():
+def filled(name: str, params: dict) -> dict:
+    """`params` with the model's defaults for the parameters not given (to spot a selected
+    combination that is the default one)."""
+    return {f.name: params.get(f.name, f.default) for f in dataclasses.fields(get_model_class(name))}
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def select(rows: pd.DataFrame, metric: str) -> dict[str, str]:
+    """Per SSL method, the label with the best mean validation `metric` over seeds."""
+    means = rows.groupby("label", sort=False)[metric].mean()
+    best = {}
+    for ssl in ("rfm", "cfm"):
+        own = means[[label.startswith(f"two_tower ssl={ssl} ") for label in means.index]]
+        if len(own):
+            best[ssl] = own.idxmax()
+    return best
+
+
+def summary(rows: pd.DataFrame, columns) -> list[str]:
+    """Mean ± sd over seeds per label (in first-seen order)."""
+    lines = ["| model | " + " | ".join(columns) + " | epochs |", "|---" * (len(columns) + 2) + "|"]
+    for label, group in rows.groupby("label", sort=False):
+        cells = [f"{group[c].mean():.4f} ± {group[c].std(ddof=0):.4f}" if len(group) > 1
+                 else f"{group[c].mean():.4f}" for c in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | "
+                     + "/".join(str(int(e)) for e in group["epochs"]) + " |")
+    return lines
+
+
+def paired(rows: pd.DataFrame, metrics=("tail_recall@20", "tail50_recall@20", "ndcg@20")) -> list[str]:
+    """Each SSL label minus ssl=none on the same seed (an id_dropout=0 ablation minus its own
+    ssl=none): mean ± sd of the difference, and on how many seeds it is positive."""
+    lines = ["| vs ssl=none | " + " | ".join(f"Δ {m} (seeds > 0)" for m in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    for label, group in rows.groupby("label", sort=False):
+        if "ssl=none" in label or not label.startswith("two_tower"):
+            continue
+        base = "two_tower ssl=none" + (" id_dropout=0" if label.endswith(" id_dropout=0") else "")
+        base = rows[rows["label"] == base].set_index("seed")
+        group = group.set_index("seed")
+        seeds = group.index.intersection(base.index)
+        if not len(seeds):
+            continue
         cells = []
-        for col in COLUMNS:
-            values = np.array([r[col] for r in runs])
-            cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1
-                         else f"{values.mean():.4f}")
-        epochs = "/".join(str(r["epochs"]) for r in runs)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {epochs} |")
+        for m in metrics:
+            diff = (group.loc[seeds, m] - base.loc[seeds, m]).to_numpy()
+            cells.append(f"{diff.mean():+.4f} ± {diff.std(ddof=0):.4f} ({(diff > 0).sum()}/{len(diff)})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -141,32 +243,91 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
     ap.add_argument("--datasets", default="ml-100k,simulated")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--models", default=",".join(MODELS), help="labels of MODELS to run")
+    ap.add_argument("--simulated-seeds", help="seeds of the simulated data set (default: --seeds)")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="labels of MODELS to run")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--devices", help="cells take these devices in turn (default: --device)")
+    ap.add_argument("--jobs", type=int, default=1, help="fit this many models at once, in processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
+    ap.add_argument("--select", default="", help="data sets whose SSL settings are chosen on validation")
+    ap.add_argument("--select-seeds", default="0,1,2")
+    ap.add_argument("--select-by", default="tail_recall@20", choices=VALID_COLUMNS)
+    ap.add_argument("--alphas", default="0.05,0.2,1")
+    ap.add_argument("--ssl-temperatures", default="0.1,0.5")
+    ap.add_argument("--ssl-dropouts", default="0.1,0.3")
+    ap.add_argument("--stop-after", type=float, default=0,
+                    help="start no fit after this many seconds (0: no limit)")
+    ap.add_argument("--csv", type=Path, help="write every finished fit's row here")
     ap.add_argument("--json", type=Path, help="write the per-seed results here")
     args = ap.parse_args()
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"# {platform.node()} | {os.cpu_count()} cpus | torch {torch.__version__} on {device}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    args.stop_at = time.time() + args.stop_after if args.stop_after else 0
+    devices = (args.devices or args.device).split(",")
+    where = torch.cuda.get_device_name() if devices[0].startswith("cuda") else "cpu"
+    print(f"# {platform.node()} | {os.cpu_count()} cpus | torch {torch.__version__} on {where} "
+          f"x{len(devices)} | {args.jobs} jobs", flush=True)
     labels = [m.strip() for m in args.models.split(",")]
+    datasets = args.datasets.split(",")
+    selecting = [d for d in args.select.split(",") if d]
+    rows: list[dict] = []
+
+    def keep(row: dict) -> None:
+        rows.append(row)
+        if not row.get("skipped"):
+            print(f"{row['phase']} {row['dataset']} seed {row['seed']} {row['label']}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+        if args.csv:  # after every fit, so a cut-short run keeps what it finished
+            pd.DataFrame(rows).to_csv(f"{args.csv}.tmp", index=False)
+            os.replace(f"{args.csv}.tmp", args.csv)
+
+    def cells(phase: str, dataset: str, seeds: list[int], models: dict) -> list[tuple]:
+        return [(phase, dataset, seed, label, name, params)
+                for seed in seeds for label, (name, params) in models.items()]
+
+    def on_devices(todo: list[tuple]) -> list[tuple]:
+        return [(*cell, devices[i % len(devices)]) for i, cell in enumerate(todo)]
+
+    searched = grid(args)
+    todo = [c for d in selecting for c in cells("valid", d, ints(args.select_seeds), searched)]
+    run_cells(run, on_devices(todo), args, args.jobs, keep)
+    chosen: dict[str, dict] = {}
+    for dataset in selecting:
+        done = pd.DataFrame([r for r in rows if r["dataset"] == dataset and not r.get("skipped")])
+        if done.empty:
+            continue
+        print(f"\n## {dataset}: validation (seeds {args.select_seeds}; a 20% per-user carve-out "
+              f"of the training pairs), selected by {args.select_by}")
+        print("\n".join(summary(done, VALID_COLUMNS)) + "\n")
+        extra = {}
+        for ssl, label in select(done, args.select_by).items():
+            print(f"selected for ssl={ssl}: {label}")
+            extra[f"{label} (selected)"] = searched[label]
+        chosen[dataset] = extra
+    todo = []
+    for dataset in datasets:
+        seeds = ints(args.simulated_seeds or args.seeds) if dataset == "simulated" else ints(args.seeds)
+        models = {label: MODELS[label] for label in labels}
+        for label, (name, params) in chosen.get(dataset, {}).items():
+            if (name, filled(name, params)) not in [(n, filled(n, p)) for n, p in models.values()]:
+                models[label] = (name, params)
+        todo += cells("test", dataset, seeds, models)
+    run_cells(run, on_devices(todo), args, args.jobs, keep)
     everything = {}
-    for dataset in args.datasets.split(","):
-        results: dict[str, list[dict]] = {label: [] for label in labels}
-        for seed in seeds:
-            loaded = movielens(args.data) if dataset == "ml-100k" else simulated(seed)
-            train, test, cold_test, cold_items = prepare(*loaded, seed=seed)
-            for label in labels:
-                name, params = MODELS[label]
-                out = run(name, params, train, test, cold_test, cold_items, seed, args)
-                results[label].append(out)
-                print(f"{dataset} seed {seed} {label}: " + ", ".join(
-                    f"{k}={v:.4f}" for k, v in out.items()), flush=True)
+    for dataset in datasets:
+        done = pd.DataFrame([r for r in rows if r["dataset"] == dataset and r["phase"] == "test"
+                             and not r.get("skipped")])
+        if done.empty:
+            continue
+        train, _, _, cold_items = load(dataset, int(done["seed"].iloc[0]), args.data)
         print(f"\n## {dataset}: {train.n_users} users, {train.n_items} items "
               f"({len(cold_items)} cold; random cold Recall@20 ~ {K / len(cold_items):.3f}), "
-              f"seeds {args.seeds}")
-        print("\n".join(table_rows(results)) + "\n", flush=True)
-        everything[dataset] = results
+              f"test seeds {sorted(done['seed'].unique().tolist())}")
+        print("\n".join(summary(done, COLUMNS)) + "\n")
+        print("\n".join(paired(done)) + "\n", flush=True)
+        everything[dataset] = done.to_dict("records")
+    skipped = sum(1 for r in rows if r.get("skipped"))
+    if skipped:
+        print(f"{skipped} fits skipped after --stop-after {args.stop_after:g} s")
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1))
 

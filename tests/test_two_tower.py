@@ -145,3 +145,65 @@ def test_the_ranker_answers_new_users_from_request_features(cfm_model, featured)
     expected = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:5]
     assert by_features.item_ids == featured.item_map.ids[expected].tolist()
     assert not set(history) & set(both.item_ids)  # the history counts as seen
+
+
+def test_ssl_items_are_drawn_uniformly_from_the_catalogue(cfm_model, featured):
+    # the training stream is skewed and never holds cold items; the SSL draw is uniform
+    cfm_model.generator_.manual_seed(0)
+    n = 200 * featured.n_items
+    items, mask = cfm_model._ssl_views(n)
+    counts = np.bincount(items.numpy(), minlength=featured.n_items)
+    assert np.abs(counts / 200 - 1).max() < 0.4  # binomial sd 0.07: far inside
+    popularity = featured.item_popularity
+    assert popularity.max() > 5 * popularity[popularity > 0].min()
+    assert (counts[popularity == 0] > 100).all()
+    # view 1 masks one CFM group (id included in the fields), view 2 its complement
+    groups = cfm_model.cfm_groups_
+    assert (mask[:, None, :] == groups[None]).all(-1).any(1).all()
+    assert (~mask).any(1).all() and mask.any(1).all()
+
+
+def test_masked_fields_read_the_default_vector(cfm_model, featured):
+    tower = cfm_model.module_.item
+    with torch.no_grad():
+        tower.default.normal_()
+    cold = torch.as_tensor(featured.item_map.index_of(np.array(["cold0", "cold1"])))
+    warm = torch.tensor([0, 1])
+    features = cfm_model.item_data_.batch(torch.cat([warm, cold]))
+    rows = torch.tensor([1, 2, 0, 0])  # two items by id, two cold items (unknown id)
+    every = torch.ones(4, tower.n_fields, dtype=torch.bool)
+    with torch.no_grad():
+        out = tower(rows, features, mask=every)
+        assert torch.allclose(out, out[:1].expand(4, -1))  # nothing of the item is left
+        only_id = torch.zeros_like(every)
+        only_id[:, 0] = True
+        out = tower(rows, features, mask=only_id)
+        # the two cold items share their features; with the id masked, so do two warm items
+        # only when their features agree, which these do not
+        assert torch.allclose(out[2], out[3]) and not torch.allclose(out[0], out[1])
+        twin = {k: v[[0, 0]] for k, v in features.items()}
+        out = tower(torch.tensor([1, 2]), twin, mask=only_id[:2])
+        assert torch.allclose(out[0], out[1])  # same features, different ids: id masked
+        assert not torch.allclose(*tower(torch.tensor([1, 2]), twin))  # unmasked: ids differ
+
+
+def test_logq_acts_on_the_main_loss_only_and_alpha_scales_the_ssl_part(cfm_model, featured):
+    users, items = (torch.as_tensor(a[:64]) for a in featured.coo)
+
+    def parts(**settings):
+        saved = {k: getattr(cfm_model, k) for k in settings}
+        for k, v in settings.items():
+            setattr(cfm_model, k, v)
+        cfm_model.generator_.manual_seed(3)
+        with torch.no_grad():
+            out = cfm_model.loss(users, items)
+        for k, v in saved.items():
+            setattr(cfm_model, k, v)
+        return out
+
+    base = parts(logq=True, alpha=0.2)
+    plain = parts(logq=False, alpha=0.2)
+    heavy = parts(logq=True, alpha=1.0)
+    assert torch.equal(base["ssl"], plain["ssl"]) and not torch.isclose(base["main"], plain["main"])
+    assert torch.equal(base["main"], heavy["main"])
+    assert torch.isclose(heavy["ssl"], 5 * base["ssl"])

@@ -194,14 +194,7 @@ class TwoTower(TorchRecommender):
 
     def _ssl_loss(self, batch: int) -> torch.Tensor:
         """InfoNCE between two complementary masked views of items drawn uniformly."""
-        n = self.ssl_batch or batch
-        device = self.item_rows_.device
-        items = torch.randint(len(self.item_rows_), (n,), generator=self.generator_, device=device)
-        n_fields = self.module_.item.n_fields
-        if self.ssl == "rfm":
-            mask = rfm_masks(n, n_fields, self.generator_, device)
-        else:
-            mask = cfm_masks(n, self.cfm_groups_, self.generator_)
+        items, mask = self._ssl_views(self.ssl_batch or batch)
         features = self.item_data_.batch(items)
         multi = [c for c in self.item_columns_ if self.item_data_.table.columns[c].kind == "multi"]
         rows = self.item_rows_[items]
@@ -210,6 +203,16 @@ class TwoTower(TorchRecommender):
         z2 = self.module_.item(rows, drop_values(features, multi, self.ssl_dropout, self.generator_),
                                mask=~mask)
         return info_nce(z1, z2, self.ssl_temperature, keep=first_occurrence(items))
+
+    def _ssl_views(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` item indices drawn uniformly from the catalogue (not from the training stream,
+        which would leave the tail out: the paper's heterogeneous sampling) and the (n, F) mask
+        of their first view (the second view masks the complement)."""
+        device = self.item_rows_.device
+        items = torch.randint(len(self.item_rows_), (n,), generator=self.generator_, device=device)
+        if self.ssl == "rfm":
+            return items, rfm_masks(n, self.module_.item.n_fields, self.generator_, device)
+        return items, cfm_masks(n, self.cfm_groups_, self.generator_)
 
     def _drop_ids(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows` with a share `id_dropout` replaced by the unknown-id row 0 (so that row is
