@@ -29,6 +29,7 @@ from pipelines.tracking import (  # noqa: E402
     close_orphaned_runs,
     fingerprint,
     metric_key,
+    no_integer_schema_hint,
     owner,
     use_experiment,
 )
@@ -38,7 +39,7 @@ from recsys.data.interactions import Interactions  # noqa: E402
 from recsys.data.io import read_events  # noqa: E402
 from recsys.data.simulate import simulate  # noqa: E402
 from recsys.data.split import split  # noqa: E402
-from recsys.evaluate.evaluator import evaluate  # noqa: E402
+from recsys.evaluate.evaluator import evaluable_users, evaluate  # noqa: E402
 from recsys.evaluate.graded import graded_metrics  # noqa: E402
 from recsys.evaluate.unbiased import candidate_metrics  # noqa: E402
 from recsys.models.base import create_model, get_model_class  # noqa: E402
@@ -46,6 +47,9 @@ from recsys.models.space import search_space  # noqa: E402
 
 log = logging.getLogger("recsys")
 DIGEST_CHARS = 16  # MLflow shows a dataset's digest; ours is the start of its sha256 fingerprint
+# Below this many test users a metric in [0, 1] has a standard error of up to 0.5/sqrt(n) > 0.05,
+# as large as the gaps between the models being compared.
+MIN_TEST_USERS = 100
 
 
 @dataclass
@@ -96,6 +100,10 @@ def compare(config: CompareConfig, *, progress: bool = True) -> pd.DataFrame:
     if orphans:
         log.warning("marked %d runs of an interrupted comparison KILLED; starting afresh", len(orphans))
     data = prepare_data(config)
+    small = small_test_warnings(data)
+    for line in small:
+        log.warning("%s", line)
+    report_attrs["warnings"] = small
     data_fp = fingerprint(data.train, data.rule)
     inputs = data_inputs(data, config, data_fp)
     variants = [(m, params, run_name(m.name, {k: v for k, v in params.items() if k in m.grid})
@@ -129,6 +137,22 @@ def compare(config: CompareConfig, *, progress: bool = True) -> pd.DataFrame:
     return report
 
 
+def small_test_warnings(data: Prepared) -> list[str]:
+    """One line per test set (the held-out split; the simulator's uniformly exposed set) with
+    fewer than MIN_TEST_USERS users to average over, saying how large the noise can be."""
+    users, pairs = evaluable_users(data.test, data.train)
+    sets = [("test set", users, f"{pairs} test pairs outside training; "
+                                f"{data.test.n_users - users} of {data.test.n_users} users have none")]
+    if data.simulation is not None:
+        unbiased = data.simulation.unbiased_test
+        positive = len(np.unique(unbiased.users[unbiased.labels > 0]))
+        sets.append(("unbiased test set", positive, "those with a relevant candidate"))
+    return [f"the {name} has only {n} users to average over ({detail}): a metric's standard "
+            f"error can reach {0.5 / np.sqrt(max(n, 1)):.2f}, so smaller differences between "
+            f"models may be noise; use more data or a larger test fraction"
+            for name, n, detail in sets if n < MIN_TEST_USERS]
+
+
 def _count(rows: list[dict], status: str) -> int:
     return sum(row["status"] == status for row in rows)
 
@@ -144,9 +168,11 @@ def data_inputs(data: Prepared, config: CompareConfig, fp: str) -> list[tuple[Da
                                     "recsys.rule": data.rule[:500]})
         name = "simulated"
     test_fp = fingerprint(data.test, data.rule)
-    return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
-                                     digest=digest[:DIGEST_CHARS]), context)
-            for part, context, digest in ((data.train, "training", fp), (data.test, "testing", test_fp))]
+    with no_integer_schema_hint():
+        return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
+                                         digest=digest[:DIGEST_CHARS]), context)
+                for part, context, digest in ((data.train, "training", fp),
+                                              (data.test, "testing", test_fp))]
 
 
 def log_inputs(inputs: list[tuple[Dataset, str]]) -> None:

@@ -17,6 +17,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
 import recsys
+from pipelines.tracking import no_integer_schema_hint
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
 from recsys.models.base import BaseRecommender, load_model, load_seen
@@ -67,10 +68,11 @@ def log_pyfunc(model: BaseRecommender, seen: Interactions, name: str = "pyfunc")
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "model", seen=seen)
         example = pd.DataFrame({"user_id": model.user_map_.ids[:2]})
-        return mlflow.pyfunc.log_model(
-            name=name, python_model=str(WRAPPER), artifacts={"model": str(Path(tmp) / "model")},
-            signature=signature(model), input_example=example,
-            code_paths=[str(Path(recsys.__file__).parent)], pip_requirements=REQUIREMENTS)
+        with no_integer_schema_hint():
+            return mlflow.pyfunc.log_model(
+                name=name, python_model=str(WRAPPER), artifacts={"model": str(Path(tmp) / "model")},
+                signature=signature(model), input_example=example,
+                code_paths=[str(Path(recsys.__file__).parent)], pip_requirements=REQUIREMENTS)
 
 
 def log_model_dir(model: BaseRecommender, seen: Interactions) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,15 @@ def runs_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
     """The UI address of an experiment's runs table. MLflow 3's UI opens an experiment in
     its GenAI view unless the address (or the user's last choice) asks for model training."""
     return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+@contextmanager
+def no_integer_schema_hint() -> Iterator[None]:
+    """Silence MLflow's hint that inferred integer columns cannot hold missing values: our
+    model signatures are declared and our dataset columns (ids, counts) are never missing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        yield
 
 
 def owner() -> str:

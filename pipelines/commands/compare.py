@@ -17,6 +17,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     cols = ["run", "status", *[c for c in (config.select, f"recall@{max(config.k)}",
                                             "unbiased_dcg@5", "unbiased_rare_dcg@5") if c in report]]
     print(markdown_table(report[cols]))
+    for line in report.attrs.get("warnings", []):
+        print(f"warning: {line}")
     failed = report[report["status"] == "FAILED"]
     if len(failed) == len(report):
         first = failed.iloc[0]

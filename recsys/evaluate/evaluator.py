@@ -134,6 +134,13 @@ def _metrics(items: torch.Tensor, valid: torch.Tensor, users: np.ndarray, test: 
     return result
 
 
+def evaluable_users(test: Interactions, train: Interactions | None = None) -> tuple[int, int]:
+    """(users `evaluate` would average over, test pairs left): users with at least one test
+    pair that is not a training pair. Cheap; lets a caller judge a test set before training."""
+    test, _ = drop_training_pairs(test, train)
+    return int((test.user_degree > 0).sum()), int(test.matrix.nnz)
+
+
 def drop_training_pairs(test: Interactions, train: Interactions | None,
                         device: str | torch.device = "cpu") -> tuple[Interactions, int]:
     """`test` without the pairs that are also in `train` (they can never be recommended), and
