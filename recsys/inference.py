@@ -7,8 +7,10 @@ users (`EncodesNewUsers`), from the vector the model folds in (`folded_in`); any
 item popularity in the seen items (`fallback`). Seen items are masked (a known user's stored
 items, a new user's history), and ties go to the lower item index (`ranking.top_k`).
 
-Factor models on the CPU score with one numpy matrix product per block of users (the serving
-fast path); other models through `model.score`, on the model's device.
+Factor models score through their `FactorTable`s: per block of users, the users' rows made
+dense times the item table (one numpy product on the CPU, the serving fast path; scipy's CSR
+product for a sparse table; torch on an accelerator); other models through `model.score`, on
+the model's device.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from recsys.data.features import FeatureTable
 from recsys.data.idmap import CANONICAL_INT, IdMap
 from recsys.data.interactions import Interactions
 from recsys.errors import RecsysError
+from recsys.factor_table import FactorTable
 from recsys.models.base import EncodesNewUsers, HasFactors
 from recsys.ranking import block_rows, mask_pairs, top_k, top_k_unsure
 
@@ -115,7 +118,7 @@ class Ranker:
         self._n_items = n_items
         self.seen = None if seen is None else seen.matrix.tocsr()
         self.popularity = None if seen is None else seen.item_popularity.astype(np.float32)
-        self.factors = _factors(model)
+        self.factors = factor_tables(model)
         if self.factors is not None and hasattr(model, "user_map_"):
             shape = (len(self.factors[0]), len(self.factors[1]))
             maps = (len(model.user_map_), len(model.item_map_))
@@ -127,11 +130,10 @@ class Ranker:
 
     @cached_property
     def device(self) -> torch.device:
-        """Where the scores are computed: the factors' device (numpy factors: the CPU), else
-        the model's `device_`, else the CPU."""
+        """Where the scores are computed: the item factors' device, else the model's
+        `device_`, else the CPU."""
         if self.factors is not None:
-            item = self.factors[1]
-            return item.device if isinstance(item, torch.Tensor) else torch.device("cpu")
+            return self.factors[1].device
         return torch.device(getattr(self.model, "device_", None) or "cpu")
 
     # ---- ids ---------------------------------------------------------------------------------
@@ -325,14 +327,12 @@ class Ranker:
     def _model_scores(self, users: np.ndarray, items: np.ndarray | None) -> torch.Tensor:
         if self.factors is None:
             return self.model.score(users, items).float()
-        return self._product(self.factors[0][users], items)
+        return self._product(self.factors[0].dense_rows(users), items)
 
-    def _product(self, user: Any, items: np.ndarray | None) -> torch.Tensor:
-        item = self.factors[1] if items is None else self.factors[1][items]
-        if isinstance(item, np.ndarray):
-            user = user.cpu().numpy() if isinstance(user, torch.Tensor) else user
-            return torch.from_numpy(user @ item.T)
-        return torch.as_tensor(user, device=item.device) @ item.T
+    def _product(self, user: torch.Tensor, items: np.ndarray | None) -> torch.Tensor:
+        """Scores [len(user), candidates] of dense user vectors against the item table."""
+        table = self.factors[1] if items is None else self.factors[1].rows(items)
+        return table.scores(user)
 
     def _blocked(self, users: np.ndarray, history_rows: np.ndarray, history: sp.csr_matrix | None,
                  excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -464,15 +464,15 @@ def pairs_matrix(rows: np.ndarray, item_ids: Sequence[Id], n_rows: int, item_map
     return matrix, int((~known).sum())
 
 
-def _factors(model: Any) -> tuple[Any, Any] | None:
-    """(user, item) factors of a fitted factor model: numpy arrays on the CPU (the fast path),
-    tensors on an accelerator; None for other models."""
+def factor_tables(model: Any) -> tuple[FactorTable, FactorTable] | None:
+    """(user, item) factor tables of a fitted factor model, as it holds them (dense or CSR,
+    `FactorModel.factor_tables`; for another `HasFactors`, its factors as dense tables); None
+    for other models."""
     if not isinstance(model, HasFactors) or not getattr(model, "is_fitted", True):
         return None
-    users, items = model.user_factors().detach().float(), model.item_factors().detach().float()
-    if items.device.type == "cpu":
-        return users.numpy(), np.ascontiguousarray(items.numpy())
-    return users, items
+    if hasattr(model, "factor_tables"):
+        return model.factor_tables()
+    return FactorTable(model.user_factors()), FactorTable(model.item_factors())
 
 
 def _ragged_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -233,7 +233,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
 def ready(engine: Engine) -> dict:
     return {"status": "ready", "model": engine.model_name, "version": engine.version,
-            "source": engine.source, "n_users": len(engine.users.ids), "n_items": engine.n_items}
+            "source": engine.source, "n_users": len(engine.users.ids), "n_items": engine.n_items,
+            "factor_bytes": engine.factor_bytes}
 
 
 def create_app_from_env() -> FastAPI:

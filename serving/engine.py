@@ -20,7 +20,7 @@ from recsys.data.interactions import Interactions
 from recsys.data.request_features import feature_row, unknown_values
 from recsys.errors import RecsysError
 from recsys.inference import Id, IdLookup, Query, Ranked, Ranker, at_grade
-from recsys.models.base import BaseRecommender, HasFactors
+from recsys.models.base import BaseRecommender
 from recsys.ranking import top_k
 from serving.validation import short
 
@@ -85,14 +85,20 @@ class Engine:
         self.users, self.items = self.ranker.users, self.ranker.items  # built now, not per request
         self.n_items = len(self.items.ids)
         self.attributes = ItemAttributes(attributes, self.items) if attributes is not None else None
-        self.item_unit = None
-        if isinstance(model, HasFactors):
-            items = model.item_factors().detach().float().cpu().numpy()
-            self.item_unit = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+        # /similar's cosine: the item table as the ranker holds it (dense or CSR) and its norms
+        self.item_table = None if self.ranker.factors is None else self.ranker.factors[1]
+        if self.item_table is not None:
+            self.item_norms = self.item_table.norms().clamp_min(1e-12)
 
     @property
     def model_name(self) -> str:
         return self.model.label
+
+    @property
+    def factor_bytes(self) -> int | None:
+        """Bytes of the factor tables the ranker holds (CSR tables: values, indices and
+        pointers); None for a model without factors."""
+        return None if self.ranker.factors is None else sum(t.nbytes for t in self.ranker.factors)
 
     def at_grade(self, grade: Id | None) -> Engine:
         """This engine ranking by level `grade` of a graded model (a name or 1-based number;
@@ -178,14 +184,17 @@ class Engine:
 
     def similar(self, item_id: Id, k: int) -> Ranked:
         """The k items with the most similar factors (cosine), the item itself left out."""
-        if self.item_unit is None:
+        if self.item_table is None:
             raise RequestError(f"similar items need item factors; model {self.model_name!r} has "
                                "none", status=501)
         item = self.items.get(item_id)
         if item < 0:
             raise RequestError(f"unknown item_id {short(item_id)}", status=404)
-        scores = self.item_unit @ self.item_unit[item]
-        scores[item] = -np.inf
-        top, values = top_k(torch.from_numpy(scores[None]), k)
+        norms = self.item_norms
+        scores = self.item_table.scores(self.item_table.dense_rows(np.array([item])))
+        scores = scores / (norms * norms[item])
+        scores[0, item] = float("-inf")
+        top, values = top_k(scores, k)
         keep = torch.isfinite(values[0])
-        return Ranked(self.items.ids[top[0][keep].numpy()].tolist(), values[0][keep].tolist())
+        return Ranked(self.items.ids[top[0][keep].cpu().numpy()].tolist(),
+                      values[0][keep].tolist())

@@ -121,4 +121,5 @@ class ModelStatus(BaseModel):
     source: str | None = None
     n_users: int | None = None
     n_items: int | None = None
+    factor_bytes: int | None = None  # held by the factor tables (CSR ones: values and indices)
     error: str | None = None

@@ -10,6 +10,7 @@ import torch
 
 from recsys.data.features import FeatureTable
 from recsys.errors import RecsysError
+from recsys.factor_table import FactorTable
 from recsys.models.base import BaseRecommender
 
 FOLD_IN_BUDGET = 2**22  # float64 entries of padded history factors held at once while folding in
@@ -29,15 +30,37 @@ class FactorModel(BaseRecommender):
     of their history's item factors (on MovieLens-100K: 0.94-0.95x the NDCG@20 of the same users
     as known users for `mf`, 0.95-1.0x for `bpr`; ridges of 0.1x-1x give 0.67-0.78x for `mf`;
     bench/foldin.py). ALS overrides this with its exact user step.
+
+    The factors are held as two `FactorTable`s (`factor_tables()`): dense tensors after
+    training; loaded from a folder, a table stays scipy CSR when that is smaller (a model
+    trained at `density` < 1), and scoring, ranking and fold-in read it without densifying.
+    `user_factors_` / `item_factors_` are the dense tensors (a new dense copy of a CSR table).
     """
 
     state_rows = {"user_factors": "users", "item_factors": "items"}
-    user_factors_: torch.Tensor
-    item_factors_: torch.Tensor
+    # tensors of `_state()` that loading may hand over as CSR (`_set_factors` keeps them so)
+    sparse_state: ClassVar[frozenset[str]] = frozenset(state_rows)
+    tables_: tuple[FactorTable, FactorTable]
     new_user_inputs: ClassVar[tuple[str, ...]] = ("history",)
     fold_in_alpha: ClassVar[float] = 10.0
     fold_in_reg: ClassVar[float] = 30.0
     fixed_user_columns: ClassVar[int] = 0  # trailing user-factor columns fixed to 1 (item biases)
+
+    @property
+    def user_factors_(self) -> torch.Tensor:
+        return self.tables_[0].dense()
+
+    @user_factors_.setter
+    def user_factors_(self, value: torch.Tensor) -> None:
+        self.tables_ = (FactorTable(value), self.tables_[1])
+
+    @property
+    def item_factors_(self) -> torch.Tensor:
+        return self.tables_[1].dense()
+
+    @item_factors_.setter
+    def item_factors_(self, value: torch.Tensor) -> None:
+        self.tables_ = (self.tables_[0], FactorTable(value))
 
     def user_factors(self) -> torch.Tensor:
         self._check_fitted()
@@ -47,13 +70,15 @@ class FactorModel(BaseRecommender):
         self._check_fitted()
         return self.item_factors_
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> torch.Tensor:
+    def factor_tables(self) -> tuple[FactorTable, FactorTable]:
+        """(users [n_users, d], items [n_items, d]) as held, dense or CSR."""
         self._check_fitted()
-        device = self.user_factors_.device
-        u = self.user_factors_[torch.as_tensor(np.asarray(users), dtype=torch.long, device=device)]
-        v = self.item_factors_ if items is None else self.item_factors_[
-            torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)]
-        return u @ v.T
+        return self.tables_
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> torch.Tensor:
+        users_t, items_t = self.factor_tables()
+        table = items_t if items is None else items_t.rows(items)
+        return table.scores(users_t.dense_rows(users))
 
     def user_vectors(self, features: FeatureTable | None = None,
                      history: sp.csr_matrix | None = None) -> torch.Tensor:
@@ -73,18 +98,19 @@ class FactorModel(BaseRecommender):
 
     def _fold_in(self, history: sp.csr_matrix) -> torch.Tensor:
         """Least squares fold-in (see the class docstring), for all users at once: users are
-        grouped by history length and each group solved with one batched product and solve."""
-        items = self.item_factors_.detach().double()
-        device, fixed = items.device, self.fixed_user_columns
-        free = items[:, :items.shape[1] - fixed]
-        bias = items[:, items.shape[1] - fixed:].sum(1)  # zeros without fixed columns
-        d = free.shape[1]
-        gram = free.T @ free
-        # every item a 0 target with confidence 1 (V'V, and V'(0 - bias) with a fixed column),
-        # plus the ridge; each history item adds alpha w v v' and (1 + alpha w (1 - b_i)) v
+        grouped by history length and each group solved with one batched product and solve.
+        Reads the item table through its Gram matrix and the rows of the history items only."""
+        table, fixed = self.factor_tables()[1], self.fixed_user_columns
+        device = table.device
+        full = table.gram()  # [d + fixed, d + fixed]
+        d = full.shape[0] - fixed
+        gram = full[:d, :d]
+        # every item a 0 target with confidence 1 (V'V, and V'(0 - bias) with a fixed column,
+        # bias being the sum of an item's fixed columns), plus the ridge; each history item
+        # adds alpha w v v' and (1 + alpha w (1 - b_i)) v
         base_a = gram + self.fold_in_reg * torch.trace(gram) / d * torch.eye(d, dtype=gram.dtype,
                                                                              device=device)
-        base_b = -(free.T @ bias)
+        base_b = -full[:d, d:].sum(1)
         lengths = np.diff(history.indptr)
         x = torch.zeros(history.shape[0], d, dtype=gram.dtype, device=device)
         order = np.argsort(lengths, kind="stable")
@@ -95,34 +121,38 @@ class FactorModel(BaseRecommender):
             stop = start + max(1, int(np.searchsorted(padded, FOLD_IN_BUDGET, side="right")))
             users = order[start:stop]
             x[torch.as_tensor(users, device=device)] = self._solve_group(
-                history[users], free, bias, base_a, base_b)
+                history[users], table, d, base_a, base_b)
             start = stop
         return torch.cat([x, torch.ones(len(x), fixed, dtype=x.dtype, device=device)], 1).float()
 
-    def _solve_group(self, rows: sp.csr_matrix, free: torch.Tensor, bias: torch.Tensor,
+    def _solve_group(self, rows: sp.csr_matrix, table: FactorTable, d: int,
                      base_a: torch.Tensor, base_b: torch.Tensor) -> torch.Tensor:
-        """Solve the fold-in of users whose histories are `rows`, padded to the longest."""
-        device, n = free.device, rows.shape[0]
+        """Solve the fold-in of users whose histories are `rows`, padded to the longest; the
+        first `d` columns of the item table are free, the rest fixed (their sum the bias)."""
+        device, n = table.device, rows.shape[0]
         lengths = np.diff(rows.indptr)
         width = int(lengths.max())
         slot = np.arange(rows.nnz) - np.repeat(rows.indptr[:-1], lengths)
         user = np.repeat(np.arange(n), lengths)
-        index = torch.zeros(n, width, dtype=torch.long, device=device)
-        weight = torch.zeros(n, width, dtype=free.dtype, device=device)
+        index = np.zeros((n, width), dtype=np.int64)
+        index[user, slot] = rows.indices
+        weight = torch.zeros(n, width, dtype=base_a.dtype, device=device)
         at = (torch.as_tensor(user, device=device), torch.as_tensor(slot, device=device))
-        index[at] = torch.as_tensor(rows.indices.astype(np.int64), device=device)
         weight[at] = self.fold_in_alpha * torch.as_tensor(rows.data, device=device).double()
-        v = free[index]  # [n, width, d]; padded slots have weight 0 and count nowhere
+        # [n, width, d + fixed]; padded slots have weight 0 and count nowhere
+        factors = table.dense_rows(index.ravel()).double().view(n, width, -1)
+        v, bias = factors[..., :d], factors[..., d:].sum(-1)
         a = base_a + v.transpose(1, 2) @ (weight[..., None] * v)
         present = torch.zeros_like(weight)
         present[at] = 1.0
-        coef = present + weight * (1 - bias[index])
+        coef = present + weight * (1 - bias)
         b = base_b + (coef[..., None] * v).sum(1)
         return torch.linalg.solve(a, b)
 
     def _set_factors(self, users, items) -> None:
-        self.user_factors_ = torch.as_tensor(users, dtype=torch.float32).detach().contiguous()
-        self.item_factors_ = torch.as_tensor(items, dtype=torch.float32).detach().contiguous()
+        """Hold `users` and `items` (tensors or arrays, or CSR matrices from a loaded folder,
+        kept CSR when that is smaller: `FactorTable.held`) as float32 tables."""
+        self.tables_ = (FactorTable.held(users), FactorTable.held(items))
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}

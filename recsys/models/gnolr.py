@@ -153,6 +153,7 @@ class GNOLR(TorchRecommender):
     uses: ClassVar[frozenset[str]] = frozenset({"levels"})
     _ranking_level: ClassVar[int | str | None] = None  # the level `at_level` chose
     state_rows: ClassVar[dict[str, str]] = {"user_heads": "users", "item_factors": "items"}
+    sparse_state: ClassVar[frozenset[str]] = frozenset()  # its factors are read dense, per head
     test_params: ClassVar[dict] = {"factors": 8, "epochs": 10}
     search_space: ClassVar[dict] = {  # what `recsys tune` searches
         "factors": Int(8, 128, log=True), "lr": Float(1e-3, 3e-2, log=True),

@@ -8,7 +8,9 @@ Format 2 (written now):
                          tensor whose CSR form is smaller (e.g. the factors of a model
                          trained at `density` < 1) is stored as NAME.crow_indices,
                          NAME.col_indices (int16 when it fits) and NAME.values, its shape in
-                         the metadata entry `sparse`; loading makes it dense again
+                         the metadata entry `sparse`; loading makes it dense again, but for
+                         the tensors a model names in `sparse_state` (factor tables), which
+                         it receives as scipy CSR and may keep so (recsys.factor_table)
     extras.json          JSON state from `_extras()` (vocabularies, level names, encoder identity)
     features/NAME/       feature tables the model keeps (`features_`), see FeatureTable.save
     seen.npz             optional: the users' seen items (usually the training matrix)
@@ -112,38 +114,55 @@ def pack_sparse(state: dict[str, torch.Tensor]
     return tensors, shapes
 
 
-def unpack_sparse(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], file: Path
-                  ) -> dict[str, torch.Tensor]:
-    """The state `pack_sparse` wrote, every tensor dense (densified once, at load: scoring,
-    exclusion, fold-in and the server all work on dense factors; bench/RESULTS.md, "dsl").
+def unpack_sparse(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]], file: Path,
+                  keep: frozenset[str] = frozenset()) -> dict[str, torch.Tensor | sp.csr_matrix]:
+    """The state `pack_sparse` wrote: the tensors named in `keep` as scipy CSR matrices
+    (float32 values, int32 indices) if they were written as CSR, every other tensor dense.
     Raises RecsysError naming `file` for parts that are missing or do not form a CSR matrix."""
-    state = dict(tensors)
+    state: dict[str, torch.Tensor | sp.csr_matrix] = dict(tensors)
     for name, shape in shapes.items():
         parts = [f"{name}.{part}" for part in ("crow_indices", "col_indices", "values")]
         missing = [p for p in parts if p not in state]
         if missing:
             raise RecsysError(f"{file}: sparse tensor {name!r} lacks {', '.join(missing)}")
         crow, col, values = (state.pop(p) for p in parts)
-        state[name] = _dense(crow.long(), col.long(), values, shape,
-                             f"{file}: sparse tensor {name!r}")
+        what = f"{file}: sparse tensor {name!r}"
+        _check_csr(crow, col, values, shape, what)
+        state[name] = (_csr if name in keep else _dense)(crow.long(), col.long(), values, shape)
     return state
 
 
-def _dense(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int],
-           what: str) -> torch.Tensor:
-    """The dense [rows, cols] matrix of CSR parts, after checking that they form one."""
+def _check_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int],
+               what: str) -> None:
+    """RecsysError naming `what` unless the parts form a CSR matrix of `shape`."""
     if (not isinstance(shape, list) or len(shape) != 2 or crow.ndim != 1 or col.ndim != 1
             or values.ndim != 1 or not values.is_floating_point()):
         raise RecsysError(f"{what}: parts of the wrong kind for a CSR matrix of shape {shape}")
     rows, cols = shape
+    crow, col = crow.long(), col.long()
     if (len(crow) != rows + 1 or int(crow[0]) != 0 or int(crow[-1]) != len(col)
             or len(col) != len(values) or bool((crow[1:] < crow[:-1]).any())
             or (len(col) and (int(col.min()) < 0 or int(col.max()) >= cols))):
         raise RecsysError(f"{what}: row pointers or column indices do not form a CSR matrix "
                           f"of shape {rows} x {cols} with {len(values)} values")
+
+
+def _dense(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int]
+           ) -> torch.Tensor:
+    """The dense [rows, cols] tensor of checked CSR parts."""
+    rows, cols = shape
     dense = torch.zeros(rows, cols, dtype=values.dtype)
     dense[torch.repeat_interleave(torch.arange(rows), crow.diff()), col] = values
     return dense
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int]
+         ) -> sp.csr_matrix:
+    """The scipy CSR matrix of checked CSR parts: float32 values, int32 indices (int64 past
+    2^31 - 1 values)."""
+    index = np.int32 if len(values) <= np.iinfo(np.int32).max else np.int64
+    return sp.csr_matrix((values.float().numpy(), col.numpy().astype(index),
+                          crow.numpy().astype(index)), shape=tuple(shape))
 
 
 def save_seen(path: str | Path, seen: Interactions) -> None:
@@ -165,7 +184,7 @@ def load_model(path: str | Path) -> BaseRecommender:
         _verify_files(path, config)
     model.user_map_ = _read_idmap(path / USERS)
     model.item_map_ = _read_idmap(path / ITEMS)
-    state = _read_weights(path / WEIGHTS, config)
+    state = _read_weights(path / WEIGHTS, config, getattr(model, "sparse_state", frozenset()))
     _check_rows(path, model, state)
     try:
         model._load_state(state)
@@ -278,7 +297,9 @@ def _read_idmap(file: Path) -> IdMap:
         raise RecsysError(f"{file}: not an id map ({_reason(exc)})") from exc
 
 
-def _read_weights(file: Path, config: dict) -> dict[str, torch.Tensor]:
+def _read_weights(file: Path, config: dict, keep: frozenset[str]
+                  ) -> dict[str, torch.Tensor | sp.csr_matrix]:
+    """The tensors of `file` (see `unpack_sparse` for `keep`)."""
     if not file.is_file():
         raise RecsysError(f"{file}: missing")
     try:
@@ -295,7 +316,7 @@ def _read_weights(file: Path, config: dict) -> dict[str, torch.Tensor]:
         shapes = json.loads(metadata.get("sparse", "{}"))
     except json.JSONDecodeError as exc:
         raise RecsysError(f"{file}: unreadable 'sparse' metadata ({_reason(exc)})") from exc
-    return unpack_sparse(state, shapes, file)
+    return unpack_sparse(state, shapes, file, keep)
 
 
 def _check_rows(path: Path, model: BaseRecommender, state: dict[str, torch.Tensor]) -> None:
