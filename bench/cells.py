@@ -6,6 +6,16 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from recsys.models.base import coerce_params, get_model_class
+
+
+def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
+    """'sgl nd=sgl:view=nd' -> (label, (registry name, params)); a bare name is its own label."""
+    head, _, params = spec.partition(":")
+    label, _, name = head.rpartition("=")
+    raw = dict(p.split("=", 1) for p in params.split(",") if p)
+    return label or name, (name, coerce_params(get_model_class(name), raw, model=name))
+
 
 def run_cells(run: Callable[..., dict], cells: Sequence[tuple], args, jobs: int = 1,
               keep: Callable[[dict], None] | None = None) -> list[dict]:

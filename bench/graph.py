@@ -27,24 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from cells import run_cells
+from cells import parse_model, run_cells
 
 from recsys import Interactions, create_model
 from recsys.data import random_split, read_events
 from recsys.data.synthetic import synthetic_log
 from recsys.evaluate import evaluate
-from recsys.models.base import coerce_params, get_model_class
 
 METRICS = ["ndcg@20", "recall@20", "tail_ndcg@20", "tail_recall@20"]
 TIMES = ["best_valid", "s_per_epoch", "best_epoch", "s_to_best", "fit_s", "fit_cpu_s"]
-
-
-def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
-    """'sgl nd=sgl:view=nd' -> (label, (registry name, params)); a bare name is its own label."""
-    head, _, params = spec.partition(":")
-    label, _, name = head.rpartition("=")
-    raw = dict(p.split("=", 1) for p in params.split(",") if p)
-    return label or name, (name, coerce_params(get_model_class(name), raw, model=name))
 
 
 @lru_cache(maxsize=2)

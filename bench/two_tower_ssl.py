@@ -5,7 +5,7 @@
                         [--select ml-100k --select-seeds 0,1,2 --alphas 0.05,0.2,1
                          --ssl-temperatures 0.1,0.5 --ssl-dropouts 0.1,0.3]
                         [--simulated-seeds 0,1,2] [--jobs N --devices cuda:0,cuda:1]
-                        [--csv FILE] [--stop-after SECONDS]
+                        [--csv FILE] [--stop-after SECONDS] [--summarize CSV ...]
 
 Datasets: MovieLens-100K (every rating is an interaction; item features genres (`class`,
 multi-valued) and release year; user features age bucket, gender, occupation) and the
@@ -20,9 +20,10 @@ tail items, all but the 20% most popular), and cold-start Recall@20 / NDCG@20: e
 pairs with cold items (test plus the removed training pairs), ranked among the cold items
 only (random ranking: Recall@20 about 20 / number of cold items, printed). Mean and standard
 deviation over seeds; `tail50_recall@20` takes the tail as all but the 50% most popular items
-(the long tail proper). SSL variants are also compared with ssl=none seed by seed (the same
-split and cold items): the mean and spread of the paired difference and how many seeds it is
-positive on.
+(the long tail proper); the CSV also has `tail_share@20` (the share of tail items among the
+recommendations) and `ssl_infonce` (the SSL loss of the last epoch, without alpha). SSL
+variants are also compared with ssl=none seed by seed (the same split and cold items): the
+mean and spread of the paired difference and how many seeds it is positive on.
 
 With `--select DATASETS`, SSL hyperparameters are chosen on validation only: for each selection
 seed, a further 20% of each user's training pairs is held out (the test split is never
@@ -50,7 +51,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from cells import run_cells  # noqa: E402
+from cells import parse_model, run_cells  # noqa: E402
 
 from recsys import Interactions, create_model  # noqa: E402
 from recsys.data import read_atomic  # noqa: E402
@@ -74,8 +75,8 @@ MODELS = {
     "two_tower ssl=rfm id_dropout=0": ("two_tower", {"ssl": "rfm", "id_dropout": 0.0}),
 }
 DEFAULT_MODELS = list(MODELS)[:4]
-COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "tail50_recall@20", "cold_recall@20",
-           "cold_ndcg@20")
+COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "tail50_recall@20", "tail_share@20",
+           "cold_recall@20", "cold_ndcg@20")
 VALID_COLUMNS = ("ndcg@20", "tail_recall@20", "tail50_recall@20")
 VALID_SEED = 1000  # the validation carve-out's seed is the split seed + this
 
@@ -157,14 +158,16 @@ def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict
     model.fit(train)
     result = evaluate(model, test, train=train, k=K)
     deep = evaluate(model, test, train=train, k=K, head_frac=0.5)
-    row.update({m: result[m] for m in ("ndcg@20", "recall@20", "tail_recall@20", "tail_ndcg@20")})
+    row.update({m: result[m] for m in ("ndcg@20", "recall@20", "tail_recall@20", "tail_ndcg@20",
+                                       "tail_share@20")})
     row["tail50_recall@20"] = deep["tail_recall@20"]
     if phase == "test":
         cold = evaluate(ColdScorer(model, cold_items), cold_test, k=K)
         row.update({"cold_recall@20": cold["recall@20"], "cold_ndcg@20": cold["ndcg@20"]})
-    last = model.history_[-1]
-    if "ssl" in last:  # the InfoNCE value itself (the logged part is alpha x it)
-        row["ssl_infonce"] = last["ssl"] / model.alpha
+    last = model.history_[-1]  # the last epoch (of the refit, whose parts carry "refit_")
+    ssl = [v for k, v in last.items() if k.removeprefix("refit_") == "ssl"]
+    if ssl:  # the InfoNCE value itself (the logged part is alpha x it)
+        row["ssl_infonce"] = ssl[0] / model.alpha
     row.update({"epochs": model.fit_info_["best_epoch"], "seconds": time.perf_counter() - start})
     return row
 
@@ -206,7 +209,8 @@ def select(rows: pd.DataFrame, metric: str) -> dict[str, str]:
 
 
 def summary(rows: pd.DataFrame, columns) -> list[str]:
-    """Mean ± sd over seeds per label (in first-seen order)."""
+    """Mean ± sd over seeds per label (in first-seen order) of the `columns` the rows have."""
+    columns = [c for c in columns if c in rows]
     lines = ["| model | " + " | ".join(columns) + " | epochs |", "|---" * (len(columns) + 2) + "|"]
     for label, group in rows.groupby("label", sort=False):
         cells = [f"{group[c].mean():.4f} ± {group[c].std(ddof=0):.4f}" if len(group) > 1
@@ -238,6 +242,26 @@ def paired(rows: pd.DataFrame, metrics=("tail_recall@20", "tail50_recall@20", "n
     return lines
 
 
+def report(rows: pd.DataFrame, datasets: list[str], folder: Path) -> dict[str, list[dict]]:
+    """Print the test tables (per data set: the summary over seeds, the paired differences
+    against ssl=none); return the test rows by data set."""
+    out = {}
+    if "skipped" in rows:
+        rows = rows[rows["skipped"] != 1]
+    for dataset in datasets:
+        done = rows[(rows["dataset"] == dataset) & (rows["phase"] == "test")]
+        if done.empty:
+            continue
+        train, _, _, cold_items = load(dataset, int(done["seed"].iloc[0]), folder)
+        print(f"\n## {dataset}: {train.n_users} users, {train.n_items} items "
+              f"({len(cold_items)} cold; random cold Recall@20 ~ {K / len(cold_items):.3f}), "
+              f"test seeds {sorted(done['seed'].unique().tolist())}")
+        print("\n".join(summary(done, COLUMNS)) + "\n")
+        print("\n".join(paired(done)) + "\n", flush=True)
+        out[dataset] = done.to_dict("records")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
@@ -245,6 +269,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--simulated-seeds", help="seeds of the simulated data set (default: --seeds)")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="labels of MODELS to run")
+    ap.add_argument("--model", action="append", type=parse_model, default=[],
+                    metavar="LABEL=NAME:key=value,...",
+                    help="a further model to test (repeat), e.g. a combination selected earlier")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--devices", help="cells take these devices in turn (default: --device)")
@@ -260,7 +287,13 @@ def main() -> None:
                     help="start no fit after this many seconds (0: no limit)")
     ap.add_argument("--csv", type=Path, help="write every finished fit's row here")
     ap.add_argument("--json", type=Path, help="write the per-seed results here")
+    ap.add_argument("--summarize", nargs="+", type=Path, metavar="CSV",
+                    help="print the test tables of earlier runs' CSV files (together)")
     args = ap.parse_args()
+    if args.summarize:
+        report(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True),
+               args.datasets.split(","), args.data)
+        return
     args.stop_at = time.time() + args.stop_after if args.stop_after else 0
     devices = (args.devices or args.device).split(",")
     where = torch.cuda.get_device_name() if devices[0].startswith("cuda") else "cpu"
@@ -306,25 +339,13 @@ def main() -> None:
     todo = []
     for dataset in datasets:
         seeds = ints(args.simulated_seeds or args.seeds) if dataset == "simulated" else ints(args.seeds)
-        models = {label: MODELS[label] for label in labels}
+        models = {label: MODELS[label] for label in labels} | dict(args.model)
         for label, (name, params) in chosen.get(dataset, {}).items():
             if (name, filled(name, params)) not in [(n, filled(n, p)) for n, p in models.values()]:
                 models[label] = (name, params)
         todo += cells("test", dataset, seeds, models)
     run_cells(run, on_devices(todo), args, args.jobs, keep)
-    everything = {}
-    for dataset in datasets:
-        done = pd.DataFrame([r for r in rows if r["dataset"] == dataset and r["phase"] == "test"
-                             and not r.get("skipped")])
-        if done.empty:
-            continue
-        train, _, _, cold_items = load(dataset, int(done["seed"].iloc[0]), args.data)
-        print(f"\n## {dataset}: {train.n_users} users, {train.n_items} items "
-              f"({len(cold_items)} cold; random cold Recall@20 ~ {K / len(cold_items):.3f}), "
-              f"test seeds {sorted(done['seed'].unique().tolist())}")
-        print("\n".join(summary(done, COLUMNS)) + "\n")
-        print("\n".join(paired(done)) + "\n", flush=True)
-        everything[dataset] = done.to_dict("records")
+    everything = report(pd.DataFrame(rows), datasets, args.data)
     skipped = sum(1 for r in rows if r.get("skipped"))
     if skipped:
         print(f"{skipped} fits skipped after --stop-after {args.stop_after:g} s")
