@@ -44,6 +44,11 @@ MODELS = {
 }
 TUNED_MODELS = {"naive MF (bce)": ("mf", {"loss": "bce"}), "Rel-MF": ("relmf", {})}
 METRICS = ["dcg@3", "dcg@5", "recall@5", "map@5"]
+# the same DCGs with each candidate's expected label as its gain ("exp": the expectation over
+# the draws of relevance and exposure, without their noise) and with its relevance
+# probability gamma ("rel"); CandidateSet.expected
+EXPECTED = {"exp": "label", "rel": "relevance"}
+EXPECTED_METRICS = [f"{p}{k}_dcg@{n}" for p in ("", "rare_") for k in EXPECTED for n in (3, 5)]
 TRUE_PROPENSITY = "true_propensity"
 
 
@@ -107,6 +112,8 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
                  if k in known}, **params}
     if params.pop(TRUE_PROPENSITY, False):
         train = train.with_propensity(true_propensity)
+        if "eta" in known:  # eta shapes popularity propensities only: nothing to search
+            params.setdefault("eta", known["eta"])
     start = time.perf_counter()
     extra = {}
     if args.tune and get_model_class(name).search_space:  # pop: nothing to tune
@@ -114,20 +121,26 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
         from recsys.data.propensity import item_propensity
 
         result = tune(name, train, fixed=params, trials=args.tune, timeout=args.timeout,
-                      metric=args.metric, seed=seed, progress=False,
-                      propensity=true_propensity if args.valid_propensity == "true" else
-                      item_propensity(clicks, VALID_ETA, clip=VALID_CLIP))
+                      metric=None if args.metric == "default" else args.metric, seed=seed,
+                      progress=False,
+                      propensity=true_propensity.with_clip(VALID_CLIP) if args.valid_propensity == "true"
+                      else item_propensity(clicks, VALID_ETA, clip=VALID_CLIP))
         model = result.model
         extra = {"valid": result.value, **{f"best.{k}": v for k, v in result.best_params.items()}}
     else:
         model = create_model(name, **params).fit(train)
     seconds = time.perf_counter() - start
     metrics = candidate_metrics(model, test, k=(3, 5), rare_items=rare)
+    for key, of in EXPECTED.items():
+        expected = candidate_metrics(model, test.expected(of), k=(3, 5), rare_items=rare)
+        metrics.update({f"{p}{key}_dcg@{n}": expected[f"{p}dcg@{n}"] for p in ("", "rare_")
+                        for n in (3, 5)})
     print(f"{_key(args)} {strength} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
-          f"rare dcg@5 {metrics['rare_dcg@5']:.4f} ({seconds:.0f}s)", flush=True)
+          f"exp {metrics['exp_dcg@5']:.4f} rel {metrics['rel_dcg@5']:.4f} "
+          f"rare {metrics['rare_dcg@5']:.4f} ({seconds:.0f}s)", flush=True)
     return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": train.nnz,
             **{m: metrics[m] for m in METRICS}, **{f"rare_{m}": metrics[f"rare_{m}"] for m in METRICS},
-            **extra}
+            **{m: metrics[m] for m in EXPECTED_METRICS}, **extra}
 
 
 def _key(args) -> str:
@@ -155,14 +168,16 @@ def main() -> None:
                     help="tune every model with this many trials on validation first")
     ap.add_argument("--timeout", type=float, help="with --tune: seconds per study")
     ap.add_argument("--metric", default="snips_recall@20", help="with --tune: the validation metric "
-                    "of every model (default snips_recall@20)")
+                    "of every model (default snips_recall@20; 'default': each model's own, NDCG@20 "
+                    "for biased losses and SNIPS recall@20 for unbiased ones, as `tune:` in "
+                    "compare configs)")
     ap.add_argument("--valid-propensity", choices=["popularity", "true"], default="popularity",
                     help="with --tune: SNIPS weights of every model's validation clicks, from item "
                     "popularity (as in practice, the default) or the simulator's true exposure")
     ap.add_argument("--device", default="auto", help="torch device for the mf models")
     ap.add_argument("--jobs", type=int, default=1, help="fit this many models at once, in processes "
                     "of one thread each")
-    ap.add_argument("--csv", help="also write the per-run rows here")
+    ap.add_argument("--csv", help="also write the per-run rows here (each as it finishes)")
     ap.add_argument("--summarize", nargs="+", metavar="CSV",
                     help="print the table of earlier runs' CSV files (e.g. seeds run in parallel)")
     args = ap.parse_args()
@@ -175,10 +190,25 @@ def main() -> None:
     strengths = args.powers if args.movielens else args.biases
     cells = [(s, seed, label, name, params) for s in map(float, strengths.split(","))
              for seed in map(int, args.seeds.split(",")) for label, (name, params) in models.items()]
-    frame = pd.DataFrame(run_cells(run, cells, args, args.jobs))
+    frame = pd.DataFrame(run_cells(run, cells, args, args.jobs, keep=_appender(args.csv)))
     if args.csv:
         frame.to_csv(args.csv, index=False)
+        Path(f"{args.csv}.partial").unlink(missing_ok=True)
     summarize(frame)
+
+
+def _appender(path: str | None):
+    """Appends each finished row to `path` (a cut-short run keeps what it finished); the
+    complete file is rewritten in cell order at the end."""
+    if not path:
+        return None
+    partial = Path(f"{path}.partial")
+    partial.unlink(missing_ok=True)
+
+    def keep(row: dict) -> None:
+        pd.DataFrame([row]).to_csv(partial, mode="a", header=not partial.exists(), index=False)
+
+    return keep
 
 
 def summarize(frame: pd.DataFrame) -> None:
@@ -186,6 +216,7 @@ def summarize(frame: pd.DataFrame) -> None:
     rare DCG@5 against the first model's."""
     key = "power" if "power" in frame else "bias"
     cols = METRICS + [f"rare_{m}" for m in METRICS]
+    cols += [c for c in EXPECTED_METRICS if c in frame]
     summary = frame.groupby([key, "model"], sort=False)[cols].agg(["mean", "std"])
     print(f"| {key} | model | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
@@ -195,7 +226,8 @@ def summarize(frame: pd.DataFrame) -> None:
     models = list(dict.fromkeys(frame["model"]))
     base = models[0]
     seeds = sorted(frame["seed"].unique())
-    print(f"\nDCG@5 / rare DCG@5 per seed, each model vs {base}:\n")
+    shown = [m for m in ("dcg@5", "exp_dcg@5", "rel_dcg@5", "rare_dcg@5") if m in frame]
+    print(f"\n{' / '.join(shown)} per seed, each model vs {base}:\n")
     print(f"| {key} | model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
     print("|---|---|" + "---|" * len(seeds))
     cell = frame.set_index([key, "model", "seed"])
@@ -204,8 +236,7 @@ def summarize(frame: pd.DataFrame) -> None:
             parts = []
             for s in seeds:
                 a, b = cell.loc[(strength, model, s)], cell.loc[(strength, base, s)]
-                parts.append(f"{a['dcg@5']:.3f} vs {b['dcg@5']:.3f} / {a['rare_dcg@5']:.3f} vs "
-                             f"{b['rare_dcg@5']:.3f}")
+                parts.append(" / ".join(f"{a[m]:.3f} vs {b[m]:.3f}" for m in shown))
             print(f"| {strength} | {model} | " + " | ".join(parts) + " |")
 
 

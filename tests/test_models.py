@@ -114,6 +114,31 @@ def test_mf_trains_with_every_loss(loss, split_data):
     assert torch.isfinite(scores).all() and scores.std() > 0
 
 
+@pytest.mark.parametrize("loss", ["bce", "relmf"])
+def test_all_pairs_weighs_each_half_of_a_batch_by_its_share_of_the_cells(loss, split_data):
+    """The batch loss estimates the mean over every cell: clicked pairs weigh nnz / cells,
+    unobserved ones the rest; without all_pairs both halves weigh alike."""
+    import torch.nn.functional as F
+
+    train = split_data.train
+    share = train.nnz / (train.n_users * train.n_items)
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    nu, ni = torch.tensor([6, 7, 8]), torch.tensor([9, 10, 11])
+    per_batch = {}
+    for all_pairs in (False, True):
+        model = create_model("mf", loss=loss, all_pairs=all_pairs, reg=0.0, factors=4, epochs=1,
+                             valid_frac=0.0, clip=1.0, beta=None, per_pair="log", progress=False,
+                             device="cpu").fit(train)
+        u, i = model.module_.users.weight, model.module_.items.weight
+        clicked, unobserved = (u[users] * i[pos]).sum(1), (u[nu] * i[ni]).sum(1)
+        # clip 1.0 floors every propensity at 1: Rel-MF's click weight Y/theta is 1, as in bce
+        d1, d0 = -F.logsigmoid(clicked), -F.logsigmoid(-unobserved)
+        weights = (2 * share, 2 * (1 - share)) if all_pairs else (1.0, 1.0)
+        expected = (weights[0] * d1.sum() + weights[1] * d0.sum()) / 6
+        per_batch[all_pairs] = model._batch_loss(users, pos, nu, ni)
+        assert per_batch[all_pairs].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_unbiased_presets_compute_or_take_propensities(split_data, tmp_path):
     from recsys.data.propensity import item_propensity
 

@@ -86,3 +86,16 @@ def test_test_set_is_missing_at_random(ratings, fits):
     assert abs(exposure - per_user[test.users].mean()) < 0.1 * per_user.mean()
     rated = ratings.matrix.toarray() > 0
     assert rated[test.users, test.items].mean() < 0.5  # 12 of 40 items rated: about 0.3
+
+
+def test_test_labels_are_draws_of_gamma(ratings, fits):
+    gamma, theta = fits
+    sim = semisynthetic(ratings, 2, relevance=gamma, exposure=theta, mar_items=30, seed=3)
+    test = sim.unbiased_test
+    g, t = gamma[test.users, test.items], theta[test.users, test.items] ** 2
+    assert np.allclose(test.relevance, g)
+    assert np.allclose(test.gains, g * (1 - t) / (1 - t * g))
+    expected = test.gains.sum()  # E[number of relevant test labels]
+    assert abs(test.labels.sum() - expected) < 4 * np.sqrt(expected)
+    assert np.array_equal(test.expected().labels, test.gains)
+    assert np.array_equal(test.expected("relevance").labels, test.relevance)

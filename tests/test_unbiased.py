@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from recsys import create_model
-from recsys.data.simulate import CandidateSet, simulate
+from recsys.data.simulate import CandidateSet, expected_labels, simulate
+from recsys.errors import RecsysError
 from recsys.evaluate.unbiased import candidate_metrics, ips_metrics, true_metrics
 
 
@@ -32,6 +33,35 @@ def test_candidate_metrics_hand_computed():
     assert r["map@3"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1) / 2)
     assert r["rare_users"] == 1 and r["rare_dcg@3"] == pytest.approx(0.5)
     assert r["rare_recall@1"] == 0.0
+
+
+def test_expected_candidates_weigh_ranks_by_their_expected_labels():
+    scores = [[0.2, 0.9, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    cands = CandidateSet(users=np.array([0, 0, 0, 1, 1]), items=np.array([0, 1, 2, 1, 3]),
+                         labels=np.array([1, 0, 1, 0, 0], dtype=np.float32),
+                         gains=np.array([0.5, 0.2, 0.8, 0.1, 0.3], dtype=np.float32))
+    r = candidate_metrics(FixedScores(scores), cands.expected(), k=[2])
+    # user 0 ranks items 1, 2, 0; user 1's tie puts item 1 before item 3; gain / log2(rank + 1)
+    user0, user1 = 0.2 + 0.8 / math.log2(3), 0.1 + 0.3 / math.log2(3)
+    assert r["users"] == 2  # every user counts, also one without a drawn relevant item
+    assert r["dcg@2"] == pytest.approx((user0 + user1) / 2)
+    with pytest.raises(RecsysError, match="no expected relevances"):
+        cands.expected("relevance")
+
+
+def test_expected_label_of_an_unclicked_pair():
+    # gamma 0.5, theta 0.5: P(R=1, no click) = 0.25, P(no click) = 0.75
+    assert expected_labels(np.array([0.5, 0.2, 1.0]), np.array([0.5, 0.0, 0.5])) == pytest.approx(
+        [1 / 3, 0.2, 1.0])
+
+
+def test_simulated_test_labels_are_draws_of_their_gains():
+    s = simulate(n_users=2000, n_items=1000, n_interactions=20000, seed=1)
+    test = s.unbiased_test
+    assert np.allclose(test.relevance, s.relevance_probability(test.users, test.items).numpy())
+    assert (test.gains <= test.relevance + 1e-7).all() and (test.gains < test.relevance).mean() > 0.9
+    expected = test.gains.sum()  # E[number of relevant test labels]
+    assert abs(test.labels.sum() - expected) < 4 * np.sqrt(expected)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import torch
 
 from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
-from recsys.data.simulate import CandidateSet, uniform_candidates
+from recsys.data.simulate import CandidateSet, expected_labels, uniform_candidates
 from recsys.errors import RecsysError
 
 
@@ -114,6 +114,8 @@ def semisynthetic(ratings: Interactions, power: float, *, relevance: np.ndarray 
                          meta={"source": f"semi-synthetic clicks (power {power}, seed {seed})",
                                "pairs": int(matrix.nnz)})
     users, items = uniform_candidates(train, mar_items, rng)
-    test = CandidateSet(users, items, relevant[users, items].astype(np.float32))
+    test = CandidateSet(users, items, relevant[users, items].astype(np.float32),
+                        expected_labels(gamma[users, items], theta[users, items]),
+                        gamma[users, items].astype(np.float32))
     propensity = Propensity(pair=theta.astype(np.float32), rule=f"true exposure theta^{power}")
     return SemiSynthetic(train, test, propensity, gamma)

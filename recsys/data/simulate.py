@@ -17,6 +17,7 @@ Relevance and exposure are separate, as in Saito et al. (2020): a click needs bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -40,11 +41,35 @@ LEVEL_NAMES = ("click", "cart", "purchase")
 
 @dataclass(frozen=True)
 class CandidateSet:
-    """Per-user candidate items with binary labels (a uniformly exposed test set)."""
+    """Per-user candidate items with binary labels (a uniformly exposed test set). Where the
+    generator knows them: `relevance`, each pair's relevance probability gamma, and `gains`,
+    each label's expectation. The candidates are drawn among pairs not clicked in training,
+    and a label is the same draw R that decided the training click, so
+    E[R | no click] = gamma (1 - theta) / (1 - theta gamma) (theta: training exposure)."""
 
     users: np.ndarray
     items: np.ndarray
     labels: np.ndarray
+    gains: np.ndarray | None = None
+    relevance: np.ndarray | None = None
+
+    def expected(self, of: Literal["label", "relevance"] = "label") -> CandidateSet:
+        """The same candidates labelled with their expected label (`of="label"`) or gamma.
+        A DCG@K on them (sum of the value / log2(rank + 1) over each user's top K) is, for
+        "label", the expected DCG@K over the draws of R and exposure, without their noise; it
+        averages over every user, where the drawn labels' metrics average over the users with
+        at least one relevant candidate."""
+        values = self.gains if of == "label" else self.relevance
+        if values is None:
+            raise RecsysError(f"these candidates have no expected {of}s")
+        return CandidateSet(self.users, self.items, values, self.gains, self.relevance)
+
+
+def expected_labels(gamma: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """E[R | not clicked] = gamma (1 - theta) / (1 - theta gamma) for R ~ Bern(gamma) and
+    exposure O ~ Bern(theta), a click being O * R (float32)."""
+    gamma, theta = np.asarray(gamma, np.float64), np.asarray(theta, np.float64)
+    return (gamma * (1 - theta) / (1 - theta * gamma)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -136,10 +161,11 @@ def simulate(n_users: int = 1000, n_items: int = 500, n_interactions: int = 2000
     train = _interactions(truth, train_pairs, shape, user_map, item_map, rng, "simulated train")
     test = _interactions(truth, test_pairs, shape, user_map, item_map, rng, "simulated test")
     p_np = p.numpy()
+    train_propensity = _exposure_propensity(p_np, draws, "simulated training exposure")
     return Simulation(
         user_f, item_f, affinity, bias, seed, train=train, test=test,
-        unbiased_test=_uniform_test(truth, train, mar_items, rng),
-        train_propensity=_exposure_propensity(p_np, draws, "simulated training exposure"),
+        unbiased_test=_uniform_test(truth, train, mar_items, rng, train_propensity),
+        train_propensity=train_propensity,
         test_propensity=_exposure_propensity(p_np, test_draws, "simulated test exposure"),
         item_features=_item_features(item_f, p_np, rng),
         item_text=_item_text(item_f, rng))
@@ -219,9 +245,13 @@ def _interactions(truth: Relevance, pairs, shape, user_map, item_map, rng, sourc
                         {"source": source, "pairs": len(users)}, level_names=LEVEL_NAMES)
 
 
-def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng) -> CandidateSet:
+def _uniform_test(truth: Relevance, train: Interactions, per_user: int, rng,
+                  propensity: Propensity) -> CandidateSet:
     users, items = uniform_candidates(train, per_user, rng)
-    return CandidateSet(users, items, truth.relevance(users, items).numpy().astype(np.float32))
+    gamma = truth.relevance_probability(users, items).numpy()
+    theta = propensity(torch.from_numpy(users), torch.from_numpy(items)).numpy()
+    return CandidateSet(users, items, truth.relevance(users, items).numpy().astype(np.float32),
+                        expected_labels(gamma, theta), gamma.astype(np.float32))
 
 
 def uniform_candidates(train: Interactions, per_user: int, rng) -> tuple[np.ndarray, np.ndarray]:

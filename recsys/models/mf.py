@@ -48,7 +48,14 @@ class MF(SparseTables, TorchRecommender):
     "auto" is squared for relmf, log otherwise: with log loss, a clicked pair's weight
     1 - 1/theta < 0 on -log(1 - s) rewards s -> 1 without bound, unless `beta` clamps each
     pair's loss at -beta (the relmf preset does); the squared loss is bounded by itself (the
-    official Rel-MF code uses it). `reg` is an L2 penalty on the batch's embeddings.
+    official Rel-MF code uses it). With `all_pairs`, the clicked and unobserved halves of a
+    pointwise batch weigh their shares of all cells, so the loss estimates the mean over every
+    cell, as Saito et al.'s semi-synthetic Rel-MF trains; otherwise the halves weigh alike (a
+    click then counts cells / clicks times more than in that mean). Rel-MF's estimator is
+    unbiased for the relevance loss only with all_pairs: with equal halves its minimiser is
+    not gamma but w gamma / (1 + (w - 1) theta gamma), w = unobserved cells / clicks, which
+    for pairs with w theta gamma >> 1 ranks by 1 / theta (against exposure).
+    `reg` is an L2 penalty on the batch's embeddings.
     `density` < 1 trains both tables sparse (dynamic sparse learning, `SparseTables`).
     Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta); the
     unbiased losses select their epoch on SNIPS recall.
@@ -62,6 +69,7 @@ class MF(SparseTables, TorchRecommender):
     neg_weight: NonNegative[float] = 0.1
     per_pair: Literal["auto", "log", "square"] = "auto"
     beta: NonNegative[float] | None = None
+    all_pairs: bool = False
 
     test_params: ClassVar[dict] = {"factors": 16, "epochs": 15, "lr": 0.01}
     # what `recsys tune` searches (the loss-specific parameters only for their losses)
@@ -82,6 +90,7 @@ class MF(SparseTables, TorchRecommender):
 
     def build(self, train: Interactions, device: torch.device) -> nn.Module:
         module = Embeddings(train.n_users, train.n_items, self.factors).to(device)
+        self.click_share_ = train.nnz / (train.n_users * train.n_items)
         self.sampler_ = PairSampler(train, self.batch_size or auto_batch_size(train.nnz),
                                     seed=self.seed, device=device,
                                     exclude_positives=self.loss == "bpr",
@@ -132,6 +141,10 @@ class MF(SparseTables, TorchRecommender):
         else:
             per_pair = relmf_loss(logits, clicks, propensity(all_users, all_items),
                                   per_pair=kind, beta=self.beta)
+        if self.all_pairs:  # each half by its share of all cells: the mean over every cell
+            share = torch.full_like(per_pair, 2 * self.click_share_)
+            share[len(users):] = 2 * (1 - self.click_share_)
+            per_pair = per_pair * share
         return per_pair.mean() + self.reg * _l2(u, i)
 
 
