@@ -18,6 +18,12 @@ density, saved to a folder and loaded back, then measured:
   (V_csr U'), best of 10, on the same factors.
 `--products 1682,100000` instead times those products (and torch's sparse CSR product) on
 random factors of 1024 users, 64 dimensions and each number of items, at each density.
+
+`--serving` also serves each saved model (seen items: the training split) from a server
+process twice, factors as loaded (CSR where smaller) and densified, and reports held factor
+bytes, process memory and request latency (bench/_sparse_serving.py);
+`--serving-generated 1000000,100000,64` does that instead on generated mf folders of that
+many users, items and dimensions at each density (random factors, one seen item per user).
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from _sparse_serving import compare, generated, workload
 
 from recsys import Interactions, create_model, load_model
 from recsys.data import random_split, read_events
 from recsys.evaluate import evaluate
+from recsys.models.base import save_seen
 
 METRICS = ["ndcg@20", "recall@20"]
 
@@ -81,7 +89,8 @@ def product_times(n_items: int, density: float, users: int = 1024, dim: int = 64
 
 
 def run(name: str, density: float, seed: int, train: Interactions, test: Interactions,
-        args) -> dict:
+        args) -> tuple[dict, list[dict]]:
+    """The row of one fit, and the serving rows of its folder (with --serving)."""
     params = {"progress": False, "seed": seed, "device": args.device, "density": density,
               **dict(p.split("=", 1) for p in args.param)}
     model = create_model(name, **params)
@@ -93,6 +102,12 @@ def run(name: str, density: float, seed: int, train: Interactions, test: Interac
         model.save(folder)
         total, weights = folder_bytes(folder), (folder / "weights.safetensors").stat().st_size
         loaded = load_model(folder)
+        served = []
+        if args.serving:
+            save_seen(folder, train)
+            requests = workload(train.user_map.ids, train.item_map.ids, args.requests)
+            served = [{"data": f"ml-100k {name}", "density": density, **r}
+                      for r in compare(folder, requests)]
     metrics = evaluate(loaded, test, train=train, k=20)
     users = loaded.user_factors().detach().cpu().float().numpy()
     items = loaded.item_factors().detach().cpu().float().numpy()
@@ -116,7 +131,7 @@ def run(name: str, density: float, seed: int, train: Interactions, test: Interac
           f"serving {row['serving_dense_kb']:.0f} KB dense, {row['serving_csr_kb']:.0f} KB csr; "
           f"scoring {row['score_dense_ms']:.1f} ms dense, {row['score_csr_ms']:.1f} ms csr",
           flush=True)
-    return row
+    return row, served
 
 
 def summarize(frame: pd.DataFrame) -> str:
@@ -133,6 +148,25 @@ def summarize(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+SERVING_COLUMNS = ["factor_mb", "VmRSS_loaded_mb", "VmRSS_mb", "VmHWM_mb", "recommend_p50_ms",
+                   "recommend_p99_ms", "fold_in_p50_ms", "score_p50_ms", "similar_p50_ms"]
+
+
+def serving_table(rows: list[dict]) -> str:
+    lines = ["| data | density | held | " + " | ".join(SERVING_COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(SERVING_COLUMNS)]
+    for row in rows:
+        cells = [f"{row[c]:.3f}" if c == "factor_mb" else f"{row[c]:.1f}" if c.endswith("mb")
+                 else f"{row[c]:.2f}" for c in SERVING_COLUMNS]
+        lines.append(f"| {row['data']} | {row['density']} | {row['held']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    pd.DataFrame(rows).to_csv(path + ".tmp", index=False)
+    os.replace(path + ".tmp", path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -147,6 +181,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--csv", help="also write the per-run rows here")
     ap.add_argument("--products", help="only time the scoring products for these item counts")
+    ap.add_argument("--serving", action="store_true",
+                    help="also serve each folder, factors as loaded and densified")
+    ap.add_argument("--serving-generated", metavar="USERS,ITEMS,DIM",
+                    help="only serve generated folders of this size at each density")
+    ap.add_argument("--requests", type=int, default=400,
+                    help="known-user /recommend requests per server (a quarter of that of "
+                         "each other kind)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -154,19 +195,32 @@ def main() -> None:
         print(pd.DataFrame([product_times(int(n), float(d)) for n in args.products.split(",")
                             for d in args.densities.split(",")]).round(2).to_string(index=False))
         return
+    if args.serving_generated:
+        n_users, n_items, dim = map(int, args.serving_generated.split(","))
+        rows = generated(n_users, n_items, dim, [float(d) for d in args.densities.split(",")],
+                         args.requests)
+        if args.csv:
+            write_csv(rows, args.csv)
+        print(serving_table(rows))
+        return
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {platform.node()} | {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads "
           f"| torch {torch.__version__} on {where}", flush=True)
     train, test = load_split(args.movielens)
-    rows = []
+    rows, served = [], []
     for name in args.models.split(","):
         for density in map(float, args.densities.split(",")):
             for seed in map(int, args.seeds.split(",")):
-                rows.append(run(name, density, seed, train, test, args))
+                row, serving_rows = run(name, density, seed, train, test, args)
+                rows.append(row)
+                served += serving_rows
                 if args.csv:  # after every run, so a cut-short run keeps what it finished
-                    pd.DataFrame(rows).to_csv(args.csv + ".tmp", index=False)
-                    os.replace(args.csv + ".tmp", args.csv)
+                    write_csv(rows, args.csv)
+                    if served:
+                        write_csv(served, args.csv.removesuffix(".csv") + "_serving.csv")
     print(summarize(pd.DataFrame(rows)))
+    if served:
+        print(serving_table(served))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,12 @@ def test_an_empty_row_scores_zero_and_has_norm_zero():
     table = FactorTable(sp.csr_matrix(items))
     assert table.scores(np.ones((1, 4), np.float32))[0, 2] == 0
     assert table.norms()[2] == 0
+
+
+def test_the_gram_matrix_is_kept_until_a_dense_table_changes_in_place():
+    items = torch.from_numpy(sparse_table(20, 4, 1.0))
+    table = FactorTable(items)
+    first = table.gram()
+    assert table.gram() is first
+    items.mul_(2)  # e.g. a parameter that training goes on updating
+    assert torch.allclose(table.gram(), 4 * first)

@@ -128,20 +128,22 @@ def unpack_sparse(tensors: dict[str, torch.Tensor], shapes: dict[str, list[int]]
         crow, col, values = (state.pop(p) for p in parts)
         what = f"{file}: sparse tensor {name!r}"
         _check_csr(crow, col, values, shape, what)
-        state[name] = (_csr if name in keep else _dense)(crow.long(), col.long(), values, shape)
+        state[name] = (_csr if name in keep else _dense)(crow, col, values, shape)
     return state
 
 
 def _check_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: list[int],
                what: str) -> None:
-    """RecsysError naming `what` unless the parts form a CSR matrix of `shape`."""
+    """RecsysError naming `what` unless the parts form a CSR matrix of `shape` (checked in
+    their stored integer types: no 64-bit copies of the indices)."""
     if (not isinstance(shape, list) or len(shape) != 2 or crow.ndim != 1 or col.ndim != 1
-            or values.ndim != 1 or not values.is_floating_point()):
+            or values.ndim != 1 or not values.is_floating_point()
+            or crow.is_floating_point() or col.is_floating_point()):
         raise RecsysError(f"{what}: parts of the wrong kind for a CSR matrix of shape {shape}")
     rows, cols = shape
-    crow, col = crow.long(), col.long()
+    crow, col = crow.numpy(), col.numpy()
     if (len(crow) != rows + 1 or int(crow[0]) != 0 or int(crow[-1]) != len(col)
-            or len(col) != len(values) or bool((crow[1:] < crow[:-1]).any())
+            or len(col) != len(values) or bool((np.diff(crow) < 0).any())
             or (len(col) and (int(col.min()) < 0 or int(col.max()) >= cols))):
         raise RecsysError(f"{what}: row pointers or column indices do not form a CSR matrix "
                           f"of shape {rows} x {cols} with {len(values)} values")
@@ -152,7 +154,7 @@ def _dense(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: l
     """The dense [rows, cols] tensor of checked CSR parts."""
     rows, cols = shape
     dense = torch.zeros(rows, cols, dtype=values.dtype)
-    dense[torch.repeat_interleave(torch.arange(rows), crow.diff()), col] = values
+    dense[torch.repeat_interleave(torch.arange(rows), crow.long().diff()), col.long()] = values
     return dense
 
 
@@ -162,7 +164,7 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: lis
     2^31 - 1 values)."""
     index = np.int32 if len(values) <= np.iinfo(np.int32).max else np.int64
     return sp.csr_matrix((values.float().numpy(), col.numpy().astype(index),
-                          crow.numpy().astype(index)), shape=tuple(shape))
+                          crow.numpy().astype(index, copy=False)), shape=tuple(shape))
 
 
 def save_seen(path: str | Path, seen: Interactions) -> None:

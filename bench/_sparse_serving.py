@@ -1,0 +1,208 @@
+"""Serving memory and latency of a model folder with its factors held as loaded (CSR where that
+is smaller) or densified: one `recsys serve`-equivalent process per case, measured from
+outside (bench/dsl.py --serving, --serving-generated).
+
+Each case starts a fresh server process on 127.0.0.1 (one thread for BLAS and torch) and
+records: seconds to ready, the factor bytes it holds (`/readyz` factor_bytes), its resident
+memory (VmRSS) once loaded with every factor read once (dense tensors loaded from a folder are
+mapped from the file and resident only once read), after the requests (also after each kind
+of request, in the CSV), its peak (VmHWM), and the latency of
+sequential keep-alive requests (p50/p99 ms): `/recommend` of known users (k=20, seen items
+excluded), `/recommend` of a new user folded in from a 20-item history, `/score` of 100
+items, `/similar` (k=20).
+
+    python bench/_sparse_serving.py serve FOLDER PORT [--dense]   (the server process)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys import Interactions, create_model
+from recsys.data.idmap import IdMap
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def serve(folder: str, port: int, dense: bool) -> None:
+    """Run the endpoint on `folder` (the server process); `dense` densifies the factors
+    after loading, as every server did before factor tables could stay sparse. Every factor
+    is read once before serving (`touch`), as a server that has answered every user has."""
+    import uvicorn
+
+    from recsys.store import open_model
+    from serving import Settings, create_app
+    from serving.engine import Engine
+
+    torch.set_num_threads(1)
+    model, seen, version = open_model(folder)
+    if dense:
+        model._set_factors(model.user_factors_, model.item_factors_)
+    engine = Engine(model, seen, version=version, source=folder)
+    for table in engine.ranker.factors:
+        touch(table)
+    settings = Settings(model=folder, access_log=False, max_k=1000)
+    uvicorn.run(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
+
+
+def touch(table) -> float:
+    """Read every page a factor table holds (a dense table loaded from a folder is mapped
+    from the file and resident only once read)."""
+    data = table.data
+    if table.is_sparse:
+        return float(data.data.sum()) + float(data.indices.sum()) + float(data.indptr.sum())
+    return float(data.sum())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of process `pid`, MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields
+
+
+class Client:
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def call(self, method: str, path: str, body=None) -> tuple[int, dict, float]:
+        data = json.dumps(body).encode() if body is not None else None
+        start = time.perf_counter()
+        self.conn.request(method, path, data, {"content-type": "application/json"})
+        response = self.conn.getresponse()
+        text = response.read()
+        return response.status, json.loads(text), time.perf_counter() - start
+
+
+def latencies(client: Client, requests: list[tuple[str, str, dict | None]]) -> dict[str, float]:
+    """p50 and p99 ms of sending `requests` one after another (after 5 warm-up requests)."""
+    for method, path, body in requests[:5]:
+        client.call(method, path, body)
+    times = []
+    for method, path, body in requests:
+        status, answer, seconds = client.call(method, path, body)
+        if status != 200:
+            raise RuntimeError(f"{path}: HTTP {status}: {answer}")
+        times.append(seconds)
+    return {"p50_ms": 1e3 * float(np.percentile(times, 50)),
+            "p99_ms": 1e3 * float(np.percentile(times, 99))}
+
+
+def workload(users: np.ndarray, items: np.ndarray, n: int, seed: int = 0) -> dict[str, list]:
+    """Requests per endpoint: n known-user /recommend, n // 4 of each other kind."""
+    rng = np.random.default_rng(seed)
+    pick = lambda ids, size: [v.item() for v in rng.choice(ids, size)]  # noqa: E731
+    return {
+        "recommend": [("POST", "/recommend", {"user_id": u, "k": 20}) for u in pick(users, n)],
+        "fold_in": [("POST", "/recommend", {"user_id": "new user", "k": 20,
+                                            "history": pick(items, 20)}) for _ in range(n // 4)],
+        "score": [("POST", "/score", {"user_id": u, "item_ids": pick(items, 100)})
+                  for u in pick(users, n // 4)],
+        "similar": [("GET", f"/similar/{i}?k=20", None) for i in pick(items, n // 4)],
+    }
+
+
+def measure(folder: Path, dense: bool, requests: dict[str, list]) -> dict:
+    """Start a server on `folder` (factors as loaded, or densified), measure it, stop it."""
+    port = free_port()
+    env = {**os.environ, **ONE_THREAD}
+    cmd = [sys.executable, __file__, "serve", str(folder), str(port), *(["--dense"] if dense else [])]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server on {folder} exited with {proc.returncode}")
+            try:
+                status, ready, _ = Client(port).call("GET", "/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        row = {"held": "dense" if dense else "as loaded", "ready_s": time.perf_counter() - start,
+               "factor_mb": ready["factor_bytes"] / 2**20}
+        row.update({f"{k}_loaded_mb": v for k, v in memory_mb(proc.pid).items()})
+        client = Client(port)
+        for name, batch in requests.items():
+            row.update({f"{name}_{k}": v for k, v in latencies(client, batch).items()})
+            row[f"{name}_rss_mb"] = memory_mb(proc.pid)["VmRSS"]
+        row.update({f"{k}_mb": v for k, v in memory_mb(proc.pid).items()})
+        return row
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def compare(folder: Path, requests: dict[str, list]) -> list[dict]:
+    """`measure` with the factors as loaded, then densified."""
+    return [measure(folder, dense, requests) for dense in (False, True)]
+
+
+def generated_folder(n_users: int, n_items: int, dim: int, density: float, root: Path,
+                     seed: int = 0) -> Path:
+    """A model folder of random mf factors at `density` (each entry kept with that
+    probability), integer ids, and one seen item per user."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for n in (n_users, n_items):
+        table = rng.standard_normal((n, dim), dtype=np.float32) / np.float32(dim**0.5)
+        table[rng.random((n, dim), dtype=np.float32) >= density] = 0
+        tables.append(torch.from_numpy(table))
+    model = create_model("mf", factors=dim)
+    users, items = IdMap(np.arange(n_users)), IdMap(np.arange(n_items))
+    seen = Interactions(sp_one_per_row(n_users, n_items, rng), users, items)
+    model._start_fit(seen)
+    model._set_factors(*tables)
+    del tables
+    folder = root / f"generated-{density}"
+    model.save(folder, seen=seen)
+    return folder
+
+
+def sp_one_per_row(rows: int, cols: int, rng: np.random.Generator):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(rows, np.float32), rng.integers(0, cols, rows),
+                          np.arange(rows + 1)), shape=(rows, cols))
+
+
+def generated(n_users: int, n_items: int, dim: int, densities: list[float], n_requests: int
+              ) -> list[dict]:
+    """`compare` on generated folders of each density."""
+    rows = []
+    requests = workload(np.arange(n_users), np.arange(n_items), n_requests)
+    with tempfile.TemporaryDirectory() as tmp:
+        for density in densities:
+            folder = generated_folder(n_users, n_items, dim, density, Path(tmp))
+            for row in compare(folder, requests):
+                rows.append({"data": f"{n_users}x{n_items}x{dim}", "density": density, **row})
+                print(json.dumps(rows[-1]), flush=True)
+            shutil.rmtree(folder)
+    return rows
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    sys.path.remove(str(Path(__file__).resolve().parent))  # bench/serving.py is not `serving`
+    serve(sys.argv[2], int(sys.argv[3]), "--dense" in sys.argv[4:])
