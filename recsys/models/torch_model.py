@@ -33,6 +33,7 @@ losses: their propensities, also used to select the epoch on SNIPS recall), `tra
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -82,11 +83,19 @@ def auto_batch_size(n_pairs: int, steps: int = 64, low: int = 128, high: int = 4
     return int(min(high, max(low, 1 << (target.bit_length() - 1))))
 
 
+def sqrt_scaled_lr(lr: float, batch: int, reference: int = 4096) -> float:
+    """The learning rate for `batch` pairs when `lr` was chosen at `reference` pairs: grown by
+    sqrt(batch / reference), never shrunk (square-root scaling, Krizhevsky, "One weird trick
+    for parallelizing convolutional neural networks", 2014; Hoffer et al., NeurIPS 2017)."""
+    return lr * math.sqrt(max(batch / reference, 1.0))
+
+
 @dataclass(eq=False, repr=False, kw_only=True)
 class TorchRecommender(FactorModel):
     """Training settings shared by every torch family (each may override a default).
 
-    `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096). Without a
+    `batch_size=0` picks about 64 steps per epoch (a power of two in 128..4096; a family may allow
+    more on CUDA, e.g. `mf`). Without a
     `valid` set, `valid_frac` of each user's training items is held out to pick the number
     of epochs on `valid_metric` (on a sample of `valid_users` users, after every
     `valid_every`-th epoch), or on SNIPS recall for unbiased losses; with `refit`, the model is then retrained
@@ -185,6 +194,7 @@ class TorchRecommender(FactorModel):
              callbacks: list, prefix: str = "") -> TrainResult:
         """One training session from freshly seeded weights; leaves the factors set."""
         torch.manual_seed(self.seed)
+        self.lr_ = self.lr  # the rate training uses; `build` may adapt it to its batch size
         self.module_ = self.build(train, self.device_)
         stopping = None
         main, several = distributed.is_main(), distributed.world().distributed
@@ -193,7 +203,7 @@ class TorchRecommender(FactorModel):
             if several:  # validated on rank 0, the score broadcast to every rank
                 validate = distributed.on_main(validate, self.device_)
             stopping = EarlyStopping(validate, self.patience, self.warmup, self.valid_every)
-        optim = Optim(self.optimizer, self.lr, self.weight_decay, self.schedule, self.clip_grad)
+        optim = Optim(self.optimizer, self.lr_, self.weight_decay, self.schedule, self.clip_grad)
         result = train_loop(self.module_, self.train_step(), epochs=epochs, optim=optim,
                             stopping=stopping,
                             hooks=[*self.hooks(), *(callbacks if main else ())],
