@@ -84,29 +84,67 @@ def _movielens(path: str):
 
 @lru_cache(maxsize=1)
 def simulated(strength: float, seed: int, args_key: tuple):
-    """(train, unbiased test, true propensity) of one simulator cell."""
+    """(train, unbiased test, true propensity, gamma: users x items) of one simulator cell."""
     movielens, users, items, interactions = args_key
     if movielens:
         from recsys.data.semisynthetic import semisynthetic
 
         ratings, gamma, exposure = _movielens(movielens)
         sim = semisynthetic(ratings, strength, relevance=gamma, exposure=exposure, seed=seed)
-        return sim.train, sim.unbiased_test, sim.propensity
+        return sim.train, sim.unbiased_test, sim.propensity, gamma
     from recsys.data.simulate import simulate
 
     sim = simulate(users, items, interactions, popularity_bias=strength, seed=seed)
-    return sim.train, sim.unbiased_test, sim.train_propensity
+    u, i = np.divmod(np.arange(users * items), items)
+    gamma = sim.relevance_probability(u, i).numpy().reshape(users, items)
+    return sim.train, sim.unbiased_test, sim.train_propensity, gamma
+
+
+# Fixed rankings that need the simulator's truth, beside the models (`--references`): the
+# relevance gamma, the expected test label, theta * gamma (the click probability, what naive
+# pointwise learning converges to), clicks per item, and clicks per item weighted by the
+# true 1 / max(theta, M) (an item-level Rel-MF with exact propensities)
+REFERENCE = "reference"
+REFERENCES = ("gamma", "expected label", "theta*gamma", "popularity", "IPS popularity M=0.01",
+              "IPS popularity M=0.1")
+
+
+class _Fixed:
+    """A scorer of a dense users x items (or 1 x items) score matrix."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+
+    def score(self, users, items=None) -> torch.Tensor:
+        rows = torch.as_tensor(users)
+        return self.scores[rows if len(self.scores) > 1 else torch.zeros_like(rows)]
+
+
+def reference_scores(rank_by: str, train, propensity, gamma: np.ndarray) -> np.ndarray:
+    from recsys.data.simulate import expected_labels
+
+    n_users, n_items = gamma.shape
+    u, i = np.divmod(np.arange(n_users * n_items), n_items)
+    theta = propensity(torch.from_numpy(u), torch.from_numpy(i)).double().numpy().reshape(gamma.shape)
+    clicks = train.matrix.toarray() > 0
+    if rank_by.startswith("IPS popularity M="):
+        floor = float(rank_by.rpartition("=")[2])
+        return (clicks / np.maximum(theta, floor)).sum(0, keepdims=True)
+    return {"gamma": lambda: gamma, "expected label": lambda: expected_labels(gamma, theta),
+            "theta*gamma": lambda: theta * gamma,
+            "popularity": lambda: clicks.sum(0, keepdims=True)}[rank_by]()
 
 
 def run(strength: float, seed: int, label: str, name: str, params: dict, args) -> dict:
     """Fit (or tune) one model on one simulated data set; its unbiased-test metrics."""
-    from recsys.evaluate.unbiased import candidate_metrics
-
     if args.jobs > 1:
         torch.set_num_threads(1)
-    train, test, true_propensity = simulated(strength, seed, _args_key(args))
+    train, test, true_propensity, gamma = simulated(strength, seed, _args_key(args))
     clicks = train.item_popularity
     rare = clicks < np.quantile(clicks, 0.8)
+    if name == REFERENCE:
+        return _scored(_Fixed(reference_scores(params["rank_by"], train, true_propensity, gamma)),
+                       test, rare, strength, seed, label, 0.0, train.nnz, {}, args)
     known = get_model_class(name).param_defaults()
     params = {**{k: v for k, v in {"progress": False, "seed": seed, "device": args.device}.items()
                  if k in known}, **params}
@@ -129,7 +167,13 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
         extra = {"valid": result.value, **{f"best.{k}": v for k, v in result.best_params.items()}}
     else:
         model = create_model(name, **params).fit(train)
-    seconds = time.perf_counter() - start
+    return _scored(model, test, rare, strength, seed, label, time.perf_counter() - start, train.nnz,
+                   extra, args)
+
+
+def _scored(model, test, rare, strength, seed, label, seconds, clicks, extra, args) -> dict:
+    from recsys.evaluate.unbiased import candidate_metrics
+
     metrics = candidate_metrics(model, test, k=(3, 5), rare_items=rare)
     for key, of in EXPECTED.items():
         expected = candidate_metrics(model, test.expected(of), k=(3, 5), rare_items=rare)
@@ -138,7 +182,7 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
     print(f"{_key(args)} {strength} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
           f"exp {metrics['exp_dcg@5']:.4f} rel {metrics['rel_dcg@5']:.4f} "
           f"rare {metrics['rare_dcg@5']:.4f} ({seconds:.0f}s)", flush=True)
-    return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": train.nnz,
+    return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": clicks,
             **{m: metrics[m] for m in METRICS}, **{f"rare_{m}": metrics[f"rare_{m}"] for m in METRICS},
             **{m: metrics[m] for m in EXPECTED_METRICS}, **extra}
 
@@ -164,6 +208,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", type=parse_model, metavar="LABEL=NAME:key=value,...",
                     help="a model to compare (repeat; default: naive MF, Rel-MF, clipped Rel-MF, UBPR; "
                     "with --tune: naive MF and Rel-MF)")
+    ap.add_argument("--references", action="store_true", help="also score fixed rankings that need "
+                    "the simulator's truth: " + ", ".join(REFERENCES))
     ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                     help="tune every model with this many trials on validation first")
     ap.add_argument("--timeout", type=float, help="with --tune: seconds per study")
@@ -185,6 +231,8 @@ def main() -> None:
         summarize(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True))
         return
     models = dict(args.model) if args.model else (TUNED_MODELS if args.tune else MODELS)
+    if args.references:
+        models.update({f"[{r}]": (REFERENCE, {"rank_by": r}) for r in REFERENCES})
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__} on {device}")
     strengths = args.powers if args.movielens else args.biases
