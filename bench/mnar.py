@@ -3,7 +3,7 @@
     python bench/mnar.py [--biases 0.5,1.0,1.5] [--seeds 0,1,2] [--users 3000 --items 1500
                          --interactions 40000] [--model "LABEL=NAME:key=value,..." ...]
     python bench/mnar.py --movielens ../shared/data/ml-100k [--powers 1,2,3] ...
-    ... [--tune 20 [--timeout S] [--metric snips_recall@20]]
+    ... [--tune 20 [--timeout S] [--metric snips_recall@20 | default]] [--references]
 
 Two simulators. By default recsys.data.simulate: latent-factor relevance, Zipf exposure of
 strength `--biases`. With `--movielens`, Saito et al.'s recipe (recsys.data.semisynthetic):
@@ -12,13 +12,19 @@ the rated/not-rated indicator raised to each power in `--powers`. Each cell (str
 model) trains on the biased training clicks and is scored on the uniformly exposed test set:
 DCG@3, DCG@5, Recall@5 and MAP@5, overall and with only rare items (outside the 20% most
 clicked) counted as relevant; the table gives mean +- standard deviation over seeds, then the
-per-seed DCG@5 of every model against the first one.
+per-seed DCG@5 of every model against the first one. The test labels are single draws; the
+simulators know each label's expectation and the relevance gamma, so `exp_dcg@K` (gain: the
+expected label, E[R | not clicked]) and `rel_dcg@K` (gain: gamma) rank the same candidates
+without the draws' noise. `--references` adds fixed rankings built from the truth (gamma,
+theta * gamma, item popularity, IPS-weighted popularity with the true theta).
 
 With `--tune N`, every model is tuned the same way before it is scored (pipelines/tune.py):
 N trials (or `--timeout` seconds) of its search space, each validated on a split of the
 training clicks by `--metric` (default SNIPS recall@20, the same propensities for every
-model: from item popularity, or `--valid-propensity true`), the best refitted on all
-training clicks. The test set is never seen.
+model: from item popularity, or `--valid-propensity true`, the true exposure floored at 0.01;
+`--metric default`: each model's own, as `tune:` in compare configs), the best refitted on
+all training clicks. The test set is never seen. A `true_propensity` model trains on the
+true exposure (its popularity `eta` is then not searched).
 """
 
 from __future__ import annotations
