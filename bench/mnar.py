@@ -3,7 +3,7 @@
     python bench/mnar.py [--biases 0.5,1.0,1.5] [--seeds 0,1,2] [--users 3000 --items 1500
                          --interactions 40000] [--model "LABEL=NAME:key=value,..." ...]
     python bench/mnar.py --movielens ../shared/data/ml-100k [--powers 1,2,3] ...
-    ... [--tune 20 [--timeout S] [--metric snips_recall@20]]
+    ... [--tune 20 [--timeout S] [--metric snips_recall@20 | default]] [--references]
 
 Two simulators. By default recsys.data.simulate: latent-factor relevance, Zipf exposure of
 strength `--biases`. With `--movielens`, Saito et al.'s recipe (recsys.data.semisynthetic):
@@ -12,13 +12,19 @@ the rated/not-rated indicator raised to each power in `--powers`. Each cell (str
 model) trains on the biased training clicks and is scored on the uniformly exposed test set:
 DCG@3, DCG@5, Recall@5 and MAP@5, overall and with only rare items (outside the 20% most
 clicked) counted as relevant; the table gives mean +- standard deviation over seeds, then the
-per-seed DCG@5 of every model against the first one.
+per-seed DCG@5 of every model against the first one. The test labels are single draws; the
+simulators know each label's expectation and the relevance gamma, so `exp_dcg@K` (gain: the
+expected label, E[R | not clicked]) and `rel_dcg@K` (gain: gamma) rank the same candidates
+without the draws' noise. `--references` adds fixed rankings built from the truth (gamma,
+theta * gamma, item popularity, IPS-weighted popularity with the true theta).
 
 With `--tune N`, every model is tuned the same way before it is scored (pipelines/tune.py):
 N trials (or `--timeout` seconds) of its search space, each validated on a split of the
 training clicks by `--metric` (default SNIPS recall@20, the same propensities for every
-model: from item popularity, or `--valid-propensity true`), the best refitted on all
-training clicks. The test set is never seen.
+model: from item popularity, or `--valid-propensity true`, the true exposure floored at 0.01;
+`--metric default`: each model's own, as `tune:` in compare configs), the best refitted on
+all training clicks. The test set is never seen. A `true_propensity` model trains on the
+true exposure (its popularity `eta` is then not searched).
 """
 
 from __future__ import annotations
@@ -84,29 +90,67 @@ def _movielens(path: str):
 
 @lru_cache(maxsize=1)
 def simulated(strength: float, seed: int, args_key: tuple):
-    """(train, unbiased test, true propensity) of one simulator cell."""
+    """(train, unbiased test, true propensity, gamma: users x items) of one simulator cell."""
     movielens, users, items, interactions = args_key
     if movielens:
         from recsys.data.semisynthetic import semisynthetic
 
         ratings, gamma, exposure = _movielens(movielens)
         sim = semisynthetic(ratings, strength, relevance=gamma, exposure=exposure, seed=seed)
-        return sim.train, sim.unbiased_test, sim.propensity
+        return sim.train, sim.unbiased_test, sim.propensity, gamma
     from recsys.data.simulate import simulate
 
     sim = simulate(users, items, interactions, popularity_bias=strength, seed=seed)
-    return sim.train, sim.unbiased_test, sim.train_propensity
+    u, i = np.divmod(np.arange(users * items), items)
+    gamma = sim.relevance_probability(u, i).numpy().reshape(users, items)
+    return sim.train, sim.unbiased_test, sim.train_propensity, gamma
+
+
+# Fixed rankings that need the simulator's truth, beside the models (`--references`): the
+# relevance gamma, the expected test label, theta * gamma (the click probability, what naive
+# pointwise learning converges to), clicks per item, and clicks per item weighted by the
+# true 1 / max(theta, M) (an item-level Rel-MF with exact propensities)
+REFERENCE = "reference"
+REFERENCES = ("gamma", "expected label", "theta*gamma", "popularity", "IPS popularity M=0.01",
+              "IPS popularity M=0.1")
+
+
+class _Fixed:
+    """A scorer of a dense users x items (or 1 x items) score matrix."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+
+    def score(self, users, items=None) -> torch.Tensor:
+        rows = torch.as_tensor(users)
+        return self.scores[rows if len(self.scores) > 1 else torch.zeros_like(rows)]
+
+
+def reference_scores(rank_by: str, train, propensity, gamma: np.ndarray) -> np.ndarray:
+    from recsys.data.simulate import expected_labels
+
+    n_users, n_items = gamma.shape
+    u, i = np.divmod(np.arange(n_users * n_items), n_items)
+    theta = propensity(torch.from_numpy(u), torch.from_numpy(i)).double().numpy().reshape(gamma.shape)
+    clicks = train.matrix.toarray() > 0
+    if rank_by.startswith("IPS popularity M="):
+        floor = float(rank_by.rpartition("=")[2])
+        return (clicks / np.maximum(theta, floor)).sum(0, keepdims=True)
+    return {"gamma": lambda: gamma, "expected label": lambda: expected_labels(gamma, theta),
+            "theta*gamma": lambda: theta * gamma,
+            "popularity": lambda: clicks.sum(0, keepdims=True)}[rank_by]()
 
 
 def run(strength: float, seed: int, label: str, name: str, params: dict, args) -> dict:
     """Fit (or tune) one model on one simulated data set; its unbiased-test metrics."""
-    from recsys.evaluate.unbiased import candidate_metrics
-
     if args.jobs > 1:
         torch.set_num_threads(1)
-    train, test, true_propensity = simulated(strength, seed, _args_key(args))
+    train, test, true_propensity, gamma = simulated(strength, seed, _args_key(args))
     clicks = train.item_popularity
     rare = clicks < np.quantile(clicks, 0.8)
+    if name == REFERENCE:
+        return _scored(_Fixed(reference_scores(params["rank_by"], train, true_propensity, gamma)),
+                       test, rare, strength, seed, label, 0.0, train.nnz, {}, args)
     known = get_model_class(name).param_defaults()
     params = {**{k: v for k, v in {"progress": False, "seed": seed, "device": args.device}.items()
                  if k in known}, **params}
@@ -129,7 +173,13 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
         extra = {"valid": result.value, **{f"best.{k}": v for k, v in result.best_params.items()}}
     else:
         model = create_model(name, **params).fit(train)
-    seconds = time.perf_counter() - start
+    return _scored(model, test, rare, strength, seed, label, time.perf_counter() - start, train.nnz,
+                   extra, args)
+
+
+def _scored(model, test, rare, strength, seed, label, seconds, clicks, extra, args) -> dict:
+    from recsys.evaluate.unbiased import candidate_metrics
+
     metrics = candidate_metrics(model, test, k=(3, 5), rare_items=rare)
     for key, of in EXPECTED.items():
         expected = candidate_metrics(model, test.expected(of), k=(3, 5), rare_items=rare)
@@ -138,7 +188,7 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
     print(f"{_key(args)} {strength} seed {seed} {label:16s} dcg@5 {metrics['dcg@5']:.4f} "
           f"exp {metrics['exp_dcg@5']:.4f} rel {metrics['rel_dcg@5']:.4f} "
           f"rare {metrics['rare_dcg@5']:.4f} ({seconds:.0f}s)", flush=True)
-    return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": train.nnz,
+    return {_key(args): strength, "seed": seed, "model": label, "fit_s": seconds, "clicks": clicks,
             **{m: metrics[m] for m in METRICS}, **{f"rare_{m}": metrics[f"rare_{m}"] for m in METRICS},
             **{m: metrics[m] for m in EXPECTED_METRICS}, **extra}
 
@@ -164,6 +214,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", type=parse_model, metavar="LABEL=NAME:key=value,...",
                     help="a model to compare (repeat; default: naive MF, Rel-MF, clipped Rel-MF, UBPR; "
                     "with --tune: naive MF and Rel-MF)")
+    ap.add_argument("--references", action="store_true", help="also score fixed rankings that need "
+                    "the simulator's truth: " + ", ".join(REFERENCES))
     ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                     help="tune every model with this many trials on validation first")
     ap.add_argument("--timeout", type=float, help="with --tune: seconds per study")
@@ -185,6 +237,8 @@ def main() -> None:
         summarize(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True))
         return
     models = dict(args.model) if args.model else (TUNED_MODELS if args.tune else MODELS)
+    if args.references:
+        models.update({f"[{r}]": (REFERENCE, {"rank_by": r}) for r in REFERENCES})
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"# torch {torch.__version__} on {device}")
     strengths = args.powers if args.movielens else args.biases
