@@ -24,12 +24,27 @@ access_log = logging.getLogger("recsys.access")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes to `sys.stdout` as it is when a record arrives, not as it was when the handler
+    was made: an app started after stdout was replaced (a test runner's capture, a process
+    manager) logs to the live stream instead of a closed one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns one; stdout is read live
+        pass
+
+
 def configure_access_log(enabled: bool) -> None:
     """JSON lines on stdout, one per request, apart from the other logs."""
-    if not any(getattr(h, "recsys_access", False) for h in access_log.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.recsys_access = True
-        access_log.addHandler(handler)
+    if not any(isinstance(h, StdoutHandler) for h in access_log.handlers):
+        access_log.addHandler(StdoutHandler())
     access_log.propagate = False
     access_log.setLevel(logging.INFO if enabled else logging.WARNING)
 

@@ -1,6 +1,7 @@
 """The scoring endpoint: engine results against the in-process model, and real HTTP on
 127.0.0.1 (bad requests, concurrent load, reloads under load, the CLI from the registry)."""
 
+import io
 import json
 import os
 import signal
@@ -572,3 +573,18 @@ def test_an_empty_admin_token_disables_reload(model_dirs, free_port):
         for headers in ({}, {"authorization": "Bearer "}):
             status, body = Client(port).call("POST", "/admin/reload", headers=headers)
             assert status == 403 and "reload is disabled" in body["detail"]
+
+
+def test_the_access_log_writes_to_the_stdout_of_the_moment(monkeypatch):
+    from serving.observe import access_log, configure_access_log
+
+    configure_access_log(True)
+    configure_access_log(True)  # configuring twice adds no second handler
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
+    access_log.info("one")
+    first.close()  # e.g. the capture of an earlier test, or a rotated stream
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", second)
+    access_log.info("two")
+    assert second.getvalue() == "two\n"
