@@ -6,10 +6,10 @@ Each case starts a fresh server process on 127.0.0.1 (one thread for BLAS and to
 records: seconds to ready, the factor bytes it holds (`/readyz` factor_bytes), its resident
 memory (VmRSS) once loaded with every factor read once (dense tensors loaded from a folder are
 mapped from the file and resident only once read), after the requests (also after each kind
-of request, in the CSV), its peak (VmHWM), and the latency of
-sequential keep-alive requests (p50/p99 ms): `/recommend` of known users (k=20, seen items
-excluded), `/recommend` of a new user folded in from a 20-item history, `/score` of 100
-items, `/similar` (k=20).
+of request, in the CSV), its peak (VmHWM), and the latency of sequential keep-alive requests
+(p50/p99 ms), each request sent to both servers in turn: `/recommend` of known users (k=20,
+seen items excluded), `/recommend` of a new user folded in from a 20-item history, `/score`
+of 100 items, `/similar` (k=20).
 
     python bench/_sparse_serving.py serve FOLDER PORT [--dense]   (the server process)
 """
@@ -95,18 +95,24 @@ class Client:
         return response.status, json.loads(text), time.perf_counter() - start
 
 
-def latencies(client: Client, requests: list[tuple[str, str, dict | None]]) -> dict[str, float]:
-    """p50 and p99 ms of sending `requests` one after another (after 5 warm-up requests)."""
+def latencies(clients: list[Client], requests: list[tuple[str, str, dict | None]]
+              ) -> list[dict[str, float]]:
+    """p50 and p99 ms of each client's server for `requests` sent one after another, each
+    request to every server in turn (the order alternating), so that the servers share the
+    same moments of a busy machine; 5 warm-up requests first."""
     for method, path, body in requests[:5]:
-        client.call(method, path, body)
-    times = []
-    for method, path, body in requests:
-        status, answer, seconds = client.call(method, path, body)
-        if status != 200:
-            raise RuntimeError(f"{path}: HTTP {status}: {answer}")
-        times.append(seconds)
-    return {"p50_ms": 1e3 * float(np.percentile(times, 50)),
-            "p99_ms": 1e3 * float(np.percentile(times, 99))}
+        for client in clients:
+            client.call(method, path, body)
+    times = [[] for _ in clients]
+    for i, (method, path, body) in enumerate(requests):
+        order = range(len(clients)) if i % 2 == 0 else reversed(range(len(clients)))
+        for c in order:
+            status, answer, seconds = clients[c].call(method, path, body)
+            if status != 200:
+                raise RuntimeError(f"{path}: HTTP {status}: {answer}")
+            times[c].append(seconds)
+    return [{"p50_ms": 1e3 * float(np.percentile(t, 50)),
+             "p99_ms": 1e3 * float(np.percentile(t, 99))} for t in times]
 
 
 def workload(users: np.ndarray, items: np.ndarray, n: int, seed: int = 0) -> dict[str, list]:
@@ -123,41 +129,48 @@ def workload(users: np.ndarray, items: np.ndarray, n: int, seed: int = 0) -> dic
     }
 
 
-def measure(folder: Path, dense: bool, requests: dict[str, list]) -> dict:
-    """Start a server on `folder` (factors as loaded, or densified), measure it, stop it."""
+def start(folder: Path, dense: bool) -> tuple[subprocess.Popen, int, float]:
+    """A server process on `folder` (factors as loaded, or densified): (process, port,
+    seconds until it answered /readyz)."""
     port = free_port()
-    env = {**os.environ, **ONE_THREAD}
     cmd = [sys.executable, __file__, "serve", str(folder), str(port), *(["--dense"] if dense else [])]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server on {folder} exited with {proc.returncode}")
-            try:
-                status, ready, _ = Client(port).call("GET", "/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        row = {"held": "dense" if dense else "as loaded", "ready_s": time.perf_counter() - start,
-               "factor_mb": ready["factor_bytes"] / 2**20}
-        row.update({f"{k}_loaded_mb": v for k, v in memory_mb(proc.pid).items()})
-        client = Client(port)
-        for name, batch in requests.items():
-            row.update({f"{name}_{k}": v for k, v in latencies(client, batch).items()})
-            row[f"{name}_rss_mb"] = memory_mb(proc.pid)["VmRSS"]
-        row.update({f"{k}_mb": v for k, v in memory_mb(proc.pid).items()})
-        return row
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    begin = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on {folder} exited with {proc.returncode}")
+        try:
+            if Client(port).call("GET", "/readyz")[0] == 200:
+                return proc, port, time.perf_counter() - begin
+        except OSError:
+            pass
+        time.sleep(0.2)
 
 
 def compare(folder: Path, requests: dict[str, list]) -> list[dict]:
-    """`measure` with the factors as loaded, then densified."""
-    return [measure(folder, dense, requests) for dense in (False, True)]
+    """Serve `folder` with the factors as loaded and densified (one process each, started
+    one after the other), then measure both on the same requests (`latencies`)."""
+    procs, rows = [], []
+    try:
+        for dense in (False, True):
+            proc, port, ready_s = start(folder, dense)
+            procs.append(proc)
+            ready = Client(port).call("GET", "/readyz")[1]
+            rows.append({"held": "dense" if dense else "as loaded", "ready_s": ready_s,
+                         "factor_mb": ready["factor_bytes"] / 2**20, "port": port,
+                         **{f"{k}_loaded_mb": v for k, v in memory_mb(proc.pid).items()}})
+        clients = [Client(row.pop("port")) for row in rows]
+        for name, batch in requests.items():
+            for row, proc, measured in zip(rows, procs, latencies(clients, batch), strict=True):
+                row.update({f"{name}_{k}": v for k, v in measured.items()})
+                row[f"{name}_rss_mb"] = memory_mb(proc.pid)["VmRSS"]
+        for row, proc in zip(rows, procs, strict=True):
+            row.update({f"{k}_mb": v for k, v in memory_mb(proc.pid).items()})
+        return rows
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
 
 
 def generated_folder(n_users: int, n_items: int, dim: int, density: float, root: Path,

@@ -11,8 +11,8 @@ density, saved to a folder and loaded back, then measured:
 - NDCG@20 and Recall@20 on the test split (training items excluded);
 - bytes of the folder and of its weights file (factors stored as CSR where that is smaller);
 - the share of non-zero entries of the exported user and item factors;
-- serving memory: the factor bytes the loaded model holds (dense, the path the server and
-  the ranking code take), and what the same factors would take as scipy CSR
+- serving memory: the factor bytes the loaded model holds (`held_kb`: CSR where that is
+  smaller, as the server holds them), what the same factors take dense and as scipy CSR
   (float32 values, int32 column indices, int32 row pointers);
 - scoring every user against every item: the dense product U V' against the CSR product
   (V_csr U'), best of 10, on the same factors.
@@ -122,6 +122,7 @@ def run(name: str, density: float, seed: int, train: Interactions, test: Interac
            "folder_kb": total / 1024, "weights_kb": weights / 1024,
            "user_nnz": float(np.count_nonzero(users) / users.size),
            "item_nnz": float(np.count_nonzero(items) / items.size),
+           "held_kb": sum(t.nbytes for t in loaded.factor_tables()) / 1024,
            "serving_dense_kb": dense_bytes / 1024,
            "serving_csr_kb": (csr_bytes(user_csr) + csr_bytes(item_csr)) / 1024,
            "score_dense_ms": dense_s * 1000, "score_csr_ms": sparse_s * 1000}
@@ -136,7 +137,7 @@ def run(name: str, density: float, seed: int, train: Interactions, test: Interac
 
 def summarize(frame: pd.DataFrame) -> str:
     columns = ["ndcg@20", "recall@20", "best_epoch", "fit_s", "folder_kb", "weights_kb",
-               "user_nnz", "item_nnz", "serving_dense_kb", "serving_csr_kb", "score_dense_ms",
+               "user_nnz", "item_nnz", "held_kb", "serving_dense_kb", "serving_csr_kb", "score_dense_ms",
                "score_csr_ms"]
     means = frame.groupby(["model", "density"], sort=False)[columns].mean()
     lines = ["| model | density | " + " | ".join(columns) + " |",

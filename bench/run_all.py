@@ -89,6 +89,12 @@ BENCHES: dict[str, Bench] = {
     "dsl": Bench(
         quick=("--movielens", "{data}", "--models", "mf", "--densities", "1.0,0.2",
                "--param", "epochs=5"),
+        full=("--movielens", "{data}", "--serving")),
+    "recbole_eval": Bench(  # skips unless $RECBOLE_PYTHON names a python with recbole
+        quick=("--movielens", "{data}", "--repeats", "1", "--batches", "4096"),
+        full=("--movielens", "{data}", "--generated", "50000,10000,1000000"), device=False),
+    "ddp_valid": Bench(
+        quick=("--movielens", "{data}", "--param", "epochs=4", "--param", "factors=16"),
         full=("--movielens", "{data}")),
     "tuning": Bench(
         quick=("--movielens", "{data}", "--models", "als", "--trials", "3"),
