@@ -57,11 +57,25 @@ class TuneConfig(Strict):
     adds to or overrides the model's own search space, in the --space file's format."""
 
     trials: int | None = Field(20, gt=0)
-    timeout: float | None = Field(None, gt=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     metric: str | None = None
     space: dict[str, Any] = {}
     valid_frac: float = Field(0.1, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def budget_and_metric(self) -> TuneConfig:
+        """A search needs a budget, and its metric is checked before any work."""
+        if self.trials is None and self.timeout is None:
+            raise ValueError("give trials, timeout or both: a search needs a budget")
+        if self.metric is not None:
+            from pipelines.tune import check_metric
+
+            try:
+                check_metric(self.metric)
+            except RecsysError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
 
 class ModelConfig(Strict):
@@ -86,7 +100,8 @@ class ModelConfig(Strict):
             raise ValueError(str(exc)) from None
         if self.tune is not None:
             try:
-                space, _ = search_space(self.name, self.tune.space, source="tune.space")
+                space, _ = search_space(self.name, self.tune.space, source="tune.space",
+                                        fixed=[*self.params, *self.grid], fixed_by="params or grid")
             except RecsysError as exc:
                 raise ValueError(str(exc)) from None
             if not space:
@@ -138,9 +153,13 @@ def load_config(path: str | Path) -> CompareConfig:
     path = Path(path)
     if not path.exists():
         raise RecsysError(f"{path}: no such config file")
+    if path.is_dir():
+        raise RecsysError(f"{path}: is a folder, not a config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         return CompareConfig.model_validate(raw)
+    except UnicodeDecodeError:
+        raise RecsysError(f"{path}: not a text file (a config is YAML)") from None
     except yaml.YAMLError as exc:
         raise RecsysError(f"{path}: not valid YAML: {exc}") from exc
     except ValidationError as exc:

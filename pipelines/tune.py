@@ -84,7 +84,7 @@ def default_metric(params: Mapping[str, Any]) -> str:
     return "snips_recall@20" if params.get("loss") in UNBIASED else "ndcg@20"
 
 
-def _check_metric(metric: str) -> tuple[str, int]:
+def check_metric(metric: str) -> tuple[str, int]:
     name, _, k = metric.partition("@")
     if name not in (*RANKING_METRICS, *IPS_METRICS) or not k.isdigit() or int(k) <= 0:
         raise RecsysError(f"metric {metric!r} is not METRIC@K with METRIC one of "
@@ -96,7 +96,7 @@ def validation_scorer(metric: str, fit: Interactions, valid: Interactions, *,
                       propensity: Propensity | None = None, users=None) -> Callable[[Any], float]:
     """model -> its `metric` on `valid`, `fit`'s items excluded; IPS metrics weigh each
     validation click by 1/theta (`propensity`, default: (n_i / max n)^0.5 floored at 0.01)."""
-    name, k = _check_metric(metric)
+    name, k = check_metric(metric)
     if name in RANKING_METRICS:
         return lambda model: evaluate(model, valid, train=fit, k=k, users=users)[metric]
     propensity = propensity or item_propensity(fit.item_popularity + valid.item_popularity,
@@ -152,7 +152,8 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
     optuna = _optuna()
     if trials is None and timeout is None:
         raise RecsysError("tune needs a budget: a number of trials, a timeout, or both")
-    if trials is not None and trials <= 0 or timeout is not None and timeout <= 0:
+    if trials is not None and trials <= 0 or timeout is not None and not (
+            math.isfinite(timeout) and timeout > 0):
         raise RecsysError(f"the tuning budget must be positive, got trials={trials}, timeout={timeout}")
     cls = get_model_class(name)
     defaults = cls.param_defaults()
@@ -167,7 +168,7 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
     if not space:
         raise RecsysError(f"{name}: nothing to tune (no search space, or every parameter fixed)")
     metric = metric or default_metric({**defaults, **base})
-    kind, k = _check_metric(metric)
+    kind, k = check_metric(metric)
     if "valid_metric" in defaults and "valid_metric" not in fixed:
         # early stopping on the metric the study maximises (its k, for the SNIPS ones)
         base["valid_metric"] = metric if kind in RANKING_METRICS else f"recall@{k}"

@@ -163,9 +163,15 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 
 def check_nproc(nproc: int, device: torch.device) -> None:
     """Reject a process count that cannot run: below 1, or more processes than this host has
-    GPUs when training on CUDA (`device` as `recsys.train.resolve_device` returns it)."""
+    GPUs when training on CUDA (`device` as `recsys.train.resolve_device` returns it), or CPU
+    cores on CPU (each process holds its own copy of torch and the data; more than one per
+    core only slows the run and can exhaust the memory)."""
     if nproc < 1:
         raise RecsysError(f"--nproc must be at least 1, got {nproc}")
+    cores = os.cpu_count() or 1
+    if nproc > cores and device.type == "cpu":
+        raise RecsysError(f"--nproc {nproc}: this host has {cores} CPU cores (one process per "
+                          "core on CPU)")
     if nproc > 1 and device.type == "cuda":
         count = torch.cuda.device_count()
         if nproc > count:

@@ -1,6 +1,7 @@
 """Data-parallel training on 2 CPU processes (gloo) against the one-process run."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -124,6 +125,17 @@ def test_bad_nproc_is_one_clear_error(tmp_path, capsys, nproc, model, message):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("recsys: error:") and message in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_more_cpu_processes_than_cores_is_refused_before_launching(tmp_path, capsys):
+    synthetic_log(20, 10, 60, seed=1).to_csv(tmp_path / "t.csv", index=False)
+    nproc = (os.cpu_count() or 1) + 1
+    code = main(["train", "--model", "mf", "--train", str(tmp_path / "t.csv"), "--out",
+                 str(tmp_path / "m"), "--nproc", str(nproc), "--param", "device=cpu"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"recsys: error: --nproc {nproc}: this host has "
+                                       f"{nproc - 1} CPU cores (one process per core on CPU)\n")
     assert not (tmp_path / "m").exists()
 
 

@@ -55,6 +55,15 @@ def tiny_config(tmp_path):
     ("models: []\n", "models: List should have at least 1 item"),
     ("models:\n  - name: mf\n    grid: {factors: []}\n", "models.0: grid.factors: give at least one value"),
     ("models:\n  - name: pop\n    tune: {trials: 2}\n", "models.0: tune: model 'pop' has nothing to search"),
+    ("models:\n  - name: als\n    tune: {trials: null}\n",
+     "models.0.tune: give trials, timeout or both: a search needs a budget"),
+    ("models:\n  - name: als\n    tune: {timeout: .nan}\n",
+     "models.0.tune.timeout: Input should be a finite number"),
+    ("models:\n  - name: als\n    tune: {metric: ndcg20}\n", "models.0.tune: metric 'ndcg20' is not"),
+    ("models:\n  - name: als\n    grid: {factors: [8, 16]}\n    tune: {space: {factors: [4, 8]}}\n",
+     "models.0: tune.space: factors is also fixed by params or grid; give it in one place"),
+    ("models:\n  - name: als\n    tune: {space: {factors: [4, x]}}\n",
+     "models.0: tune.space: factors: model 'als': parameter factors='x': input should be"),
     ("models: [\n", "not valid YAML"),
     ("models:\n  - name: pop\nsplit: {seed: -1}\n", "split.seed: Input should be greater than or equal to 0"),
     ("models:\n  - name: pop\nsplit: {how: leave-last, test_frac: 1}\n",
@@ -255,3 +264,14 @@ def test_concurrent_comparisons_on_a_new_sqlite_store(tmp_path):
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["compare together"] * 3 + ["pop"] * 3
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_config_that_is_a_folder_or_not_text_is_one_error(tmp_path):
+    with pytest.raises(RecsysError) as err:
+        load_config(tmp_path)
+    assert str(err.value) == f"{tmp_path}: is a folder, not a config file"
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00models")
+    with pytest.raises(RecsysError) as err:
+        load_config(binary)
+    assert str(err.value) == f"{binary}: not a text file (a config is YAML)"

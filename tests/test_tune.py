@@ -58,6 +58,31 @@ def test_bad_space_entries_name_the_parameter(raw, needle):
         parse_space(raw, create_model("mf").param_defaults(), source="space.yaml")
 
 
+@pytest.mark.parametrize("raw, message", [
+    ({"factors": [8, "x"]}, "space.yaml: factors: model 'als': parameter factors='x': input "
+     "should be a valid integer, unable to parse string as an integer"),
+    ({"factors": {"low": 0, "high": 4}},
+     "space.yaml: factors: model 'als': parameter factors=0: input should be greater than 0"),
+    ({"factors": {"low": 4, "high": 8, "type": "float"}}, "space.yaml: factors: model 'als' "
+     "takes whole numbers for factors; give a range of integers (no type: float)"),
+    ({"factors": -3}, "space.yaml: model 'als': parameter factors=-3: input should be greater than 0"),
+])
+def test_every_value_a_space_file_can_give_is_checked_before_any_trial(raw, message):
+    with pytest.raises(RecsysError) as err:
+        search_space("als", raw, source="space.yaml")
+    assert str(err.value) == message
+
+
+def test_a_parameter_fixed_and_searched_at_once_is_an_error():
+    for raw in ({"factors": [4, 8]}, {"factors": 8}):
+        with pytest.raises(RecsysError) as err:
+            search_space("als", raw, source="space.yaml", fixed={"factors": 16})
+        assert str(err.value) == "space.yaml: factors is also fixed by --param; give it in one place"
+    # fixing a parameter of the model's own space (no file names it) leaves the rest searched
+    space, _ = search_space("als", {"alpha": [1.0, 2.0]}, fixed={"factors": 16})
+    assert "factors" in space and space["alpha"] == Choice((1.0, 2.0))
+
+
 def test_conditions_follow_the_loss():
     eta = search_space("mf")[0]["eta"]
     assert applies(eta, {"loss": "relmf"}) and not applies(eta, {"loss": "bce"})
@@ -178,8 +203,30 @@ def test_tune_command_rejects_bad_input(train_file, tmp_path, capsys):
     assert "space.yaml: the model has no parameter 'regularisation'" in capsys.readouterr().err
     assert main([*args, "--param", "colour=3"]) == 2
     assert "no parameter(s) colour" in capsys.readouterr().err
-    assert main([*args, "--trials", "0"]) == 2
-    assert "budget must be positive" in capsys.readouterr().err
+    for flag, value, why in (("--trials", "0", "0 is not a positive integer"),
+                             ("--timeout", "nan", "'nan' is not a finite number"),  # endless
+                             ("--timeout", "-1", "'-1' is not a number > 0")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, flag, value])
+        assert exit_.value.code == 2
+        assert f"recsys: error: argument {flag}: {why}" in capsys.readouterr().err
+    for text, message in ((None, "is a folder, not a search-space file"),
+                          ("", "empty search-space file; give lines such as"),
+                          (b"\xff\xfe\x00", "not a text file (a search space is YAML)")):
+        if text is None:
+            space = tmp_path / "a-folder"
+            space.mkdir()
+        else:
+            space = tmp_path / "other.yaml"
+            space.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert main([*args, "--space", str(space)]) == 2
+        assert f"recsys: error: {space}: {message}" in capsys.readouterr().err
+    space.write_text("regularization: {low: 1, high: 10}\n")
+    assert main([*args, "--space", str(space), "--param", "regularization=3"]) == 2
+    assert (f"recsys: error: {space}: regularization is also fixed by --param; give it in one "
+            "place") in capsys.readouterr().err
+    with pytest.raises(RecsysError, match="the tuning budget must be positive"):
+        tune("ease", pd.DataFrame(), timeout=float("nan"))
     for frac in ("0", "1.5"):
         assert main([*args, "--valid-frac", frac]) == 2
         assert f"--valid-frac must be in (0, 1), got {float(frac)}" in capsys.readouterr().err

@@ -40,6 +40,13 @@ def finite_float(raw: str) -> float:
     return value
 
 
+def positive_float(raw: str) -> float:
+    value = finite_float(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number > 0")
+    return value
+
+
 def non_negative_float(raw: str) -> float:
     value = finite_float(raw)
     if value < 0:

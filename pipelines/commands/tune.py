@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import check_out
+from pipelines.commands.common import check_out, positive_float, positive_int
 from pipelines.commands.train import parse_params
 from recsys.data.files import read_interactions
 from recsys.errors import RecsysError
@@ -19,10 +19,18 @@ def _space_file(path: str):
     file = Path(path)
     if not file.exists():
         raise RecsysError(f"{path}: no such search-space file")
+    if file.is_dir():
+        raise RecsysError(f"{path}: is a folder, not a search-space file")
     try:
-        return yaml.safe_load(file.read_text())
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecsysError(f"{path}: not a text file (a search space is YAML)") from None
     except yaml.YAMLError as exc:
         raise RecsysError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise RecsysError(f"{path}: empty search-space file; give lines such as "
+                          "'factors: {low: 16, high: 128}'")
+    return raw
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -33,7 +41,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     check_model_target(args.out)
     fixed = parse_params(args.model, args.param)
     space, file_fixed = search_space(args.model, _space_file(args.space) if args.space else None,
-                                     source=args.space or "search space")
+                                     source=args.space or "search space", fixed=fixed)
     fixed = {**file_fixed, **fixed}
     trials = args.trials if args.trials is not None or args.timeout is not None else 20
     if not 0 < args.valid_frac < 1:
@@ -100,8 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--train", required=True, help="training file (user_id,item_id[,rating,...])")
     tu.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="fix a parameter (not searched), repeatable")
-    tu.add_argument("--trials", type=int, help="number of trials (default 20 without --timeout)")
-    tu.add_argument("--timeout", type=float, help="seconds to search (stops after the running trial)")
+    tu.add_argument("--trials", type=positive_int, help="number of trials (default 20 without --timeout)")
+    tu.add_argument("--timeout", type=positive_float,
+                    help="seconds to search (stops after the running trial)")
     tu.add_argument("--space", help="YAML file: parameter -> {low, high, log} | {choices} | value, "
                     "over the model's own search space")
     tu.add_argument("--metric", help="validation metric to maximise, e.g. ndcg@20 (default) or "

@@ -15,12 +15,12 @@ the parameter.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from recsys.errors import RecsysError
-from recsys.models.base import get_model_class
+from recsys.models.base import coerce_params, get_model_class
 
 Condition = Mapping[str, tuple]
 
@@ -74,13 +74,49 @@ def applies(dim: Dimension, params: Mapping[str, Any]) -> bool:
     return all(params.get(key) in values for key, values in dim.when.items())
 
 
-def search_space(name: str, overrides: Any = None, *, source: str = "search space"
+def search_space(name: str, overrides: Any = None, *, source: str = "search space",
+                 fixed: Iterable[str] = (), fixed_by: str = "--param"
                  ) -> tuple[dict[str, Dimension], dict[str, Any]]:
-    """Model `name`'s space with `overrides` (a YAML mapping) applied: (space, fixed values)."""
+    """Model `name`'s space with `overrides` (a YAML mapping) applied: (space, fixed values).
+
+    Every value the overrides can give the model (each choice, both ends of a range, a
+    fixed value) is checked against the parameter's type and range, so a bad one fails
+    here, before any trial. A parameter that `overrides` names and that is also in `fixed`
+    (fixed elsewhere, by `fixed_by`) is an error: one of the two would be ignored.
+    """
     cls = get_model_class(name)
-    parsed, fixed = parse_space(overrides, cls.param_defaults(), cls.search_space, source=source)
-    space = {k: v for k, v in {**cls.search_space, **parsed}.items() if k not in fixed}
-    return space, fixed
+    parsed, given = parse_space(overrides, cls.param_defaults(), cls.search_space, source=source)
+    both = sorted(set(fixed) & {*parsed, *given})
+    if both:
+        raise RecsysError(f"{source}: {both[0]} is also fixed by {fixed_by}; give it in one place")
+    for key, dim in parsed.items():
+        _check_values(cls, name, key, dim, source)
+    try:
+        given = coerce_params(cls, given, model=name)
+    except RecsysError as exc:
+        raise RecsysError(f"{source}: {exc}") from None
+    space = {k: v for k, v in {**cls.search_space, **parsed}.items() if k not in given}
+    return space, given
+
+
+def _check_values(cls: type, model: str, key: str, dim: Dimension, source: str) -> None:
+    """Every choice, and both ends of a range, must be a valid value of parameter `key`; a
+    real range (`type: float`) of an integer parameter would only sample invalid values."""
+    if isinstance(dim, Choice):
+        values = list(dim.values)
+    else:
+        values = [int(dim.low), int(dim.high)] if isinstance(dim, Int) else [dim.low, dim.high]
+    try:
+        for value in values:
+            coerce_params(cls, {key: value}, model=model)
+    except RecsysError as exc:
+        raise RecsysError(f"{source}: {key}: {exc}") from None
+    if isinstance(dim, Float):
+        try:
+            coerce_params(cls, {key: math.nextafter(dim.low, dim.high)}, model=model)
+        except RecsysError:
+            raise RecsysError(f"{source}: {key}: model {model!r} takes whole numbers for {key}; "
+                              "give a range of integers (no type: float)") from None
 
 
 def parse_space(raw: Any, defaults: Mapping[str, Any], base: Mapping[str, Dimension] | None = None,
