@@ -54,7 +54,10 @@ def serve(folder: str, port: int, dense: bool) -> None:
     for table in engine.ranker.factors:
         touch(table)
     settings = Settings(model=folder, access_log=False, max_k=1000)
-    uvicorn.run(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning")
+    # the client alternates between two servers: a connection may idle for seconds on a busy
+    # machine, longer than uvicorn's default keep-alive of 5 s
+    uvicorn.run(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning",
+                timeout_keep_alive=600)
 
 
 def touch(table) -> float:

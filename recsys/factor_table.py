@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 INT32_MAX = np.iinfo(np.int32).max
+GRAM_ROWS = 16384  # rows made dense (float64) at a time for the Gram matrix: 8 MB at d = 64
 
 
 def csr_bytes(rows: int, nnz: int) -> int:
@@ -106,18 +107,19 @@ class FactorTable:
         return torch.from_numpy(queries @ self.data.numpy().T)
 
     def gram(self) -> torch.Tensor:
-        """V'V [d, d] in float64 on the table's device (a sparse table: from its non-zeros).
-        Computed once (every fold-in request needs it; at 100K items x 64 it costs about
-        50 ms on one core) and again only if a dense table's tensor was changed in place
-        (torch's version counter: a table built on a parameter that training still moves)."""
+        """V'V [d, d] in float64 on the table's device, summed over blocks of GRAM_ROWS rows
+        made dense (no float64 copy of the whole table). Computed once (every fold-in request
+        needs it; at 100K items x 64 it costs about 50 ms on one core) and again only if a
+        dense table's tensor was changed in place (torch's version counter: a table built on
+        a parameter that training still moves). Do not modify the result."""
         version = None if self.is_sparse else self.data._version
         if self._gram is None or self._gram[0] != version:
-            if self.is_sparse:
-                x = self.data.astype(np.float64)
-                gram = torch.from_numpy((x.T @ x).toarray())
-            else:
-                x = self.data.double()
-                gram = x.T @ x
+            d = self.shape[1]
+            gram = torch.zeros(d, d, dtype=torch.float64, device=self.device)
+            for start in range(0, len(self), GRAM_ROWS):
+                block = self.data[start:start + GRAM_ROWS]
+                block = torch.from_numpy(block.toarray()) if self.is_sparse else block
+                gram += block.double().T @ block.double()
             self._gram = (version, gram)
         return self._gram[1]
 

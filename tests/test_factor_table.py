@@ -64,6 +64,14 @@ def test_an_empty_row_scores_zero_and_has_norm_zero():
     assert table.norms()[2] == 0
 
 
+def test_the_gram_matrix_sums_blocks_of_rows(monkeypatch):
+    items = sparse_table(50, 6, 0.3, seed=4)
+    monkeypatch.setattr("recsys.factor_table.GRAM_ROWS", 7)  # 8 blocks, the last of 1 row
+    reference = items.astype(np.float64).T @ items.astype(np.float64)
+    for table in (FactorTable(sp.csr_matrix(items)), FactorTable(torch.from_numpy(items))):
+        assert np.allclose(table.gram().numpy(), reference, rtol=1e-12)
+
+
 def test_the_gram_matrix_is_kept_until_a_dense_table_changes_in_place():
     items = torch.from_numpy(sparse_table(20, 4, 1.0))
     table = FactorTable(items)
