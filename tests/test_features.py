@@ -146,6 +146,13 @@ def test_damaged_table_files_are_errors_naming_the_file(frame, tmp_path):
     ({"item_id": ["a"], "x": ["1"]}, {"y": "numeric"}, r"kinds names column 'y'"),
     ({"item_id": ["a"], "x": ["1"]}, {"x": "colour"}, r"column 'x': unknown kind 'colour'"),
     ({"item_id": ["a"]}, None, r"f.csv: no feature columns besides the id column 'item_id'"),
+    ({"item_id": ["a", "b"], "x": ["1", "2"], "e": ["", None]}, None,
+     r"^f.csv: column 'e' is empty in every row; fill it or remove it$"),
+    # a vector column with one short or non-number cell is read as vectors, naming the cell
+    ({"item_id": list("abcdefghijk"), "v": ["1 2 3"] * 4 + ["1 2"] + ["4 5 6"] * 6}, None,
+     r"^f.csv: column 'v' row 5: 2 values, expected 3 \(the column is a dense vector\)$"),
+    ({"item_id": list("abcdefghijk"), "v": ["1 2 3"] * 10 + ["1 nan 3"]}, None,
+     r"^f.csv: column 'v' row 11: 'nan' is not a finite number \(the column is a dense vector\)$"),
 ])
 def test_bad_feature_frames_are_one_clear_error(frame_data, kinds, message):
     with pytest.raises(DataError, match=message):
@@ -241,3 +248,26 @@ def test_a_number_column_with_a_stray_text_cell_is_named_in_a_warning(caplog):
         caplog.clear()
         FeatureTable.from_frame(frame, id_col="user_id", kinds={"age": "categorical"})
     assert not caplog.records  # a declared kind is the user's choice
+
+
+def test_lists_of_numbers_of_many_lengths_are_not_taken_for_vectors():
+    visits = ["1 2", "3 4 5", "6 7 8 9", "1 2", "5 6 7", "2 3", "4 5 6 7", "1 2 3", "8 9", "7 7 7"]
+    assert infer_kind(pd.Series(visits)) != "dense"  # no common length: not one broken vector
+
+
+def test_feature_files_sharing_no_id_with_the_training_data_are_refused(data, tmp_path):
+    from recsys.data.files import with_side_files
+
+    (tmp_path / "items.csv").write_text("item_id,genre\nitem_a,x\nitem_b,y\n")
+    (tmp_path / "users.csv").write_text("user_id,age\nu1,30\nu2,40\n")
+    with pytest.raises(DataError) as err:
+        with_side_files(data, item_features=tmp_path / "items.csv")
+    assert str(err.value) == (f"{tmp_path / 'items.csv'}: none of its 2 ids is an item of the "
+                              "training data (its first: 'item_a'; the data's first: 'a')")
+    with pytest.raises(DataError) as err:
+        with_side_files(data, user_features=tmp_path / "users.csv")
+    assert str(err.value) == (f"{tmp_path / 'users.csv'}: none of its 2 ids is a user of the "
+                              "training data (its first: 'u1'; the data's first: 1)")
+    # one shared id is enough: the others are cold-start items (or dropped users), as before
+    (tmp_path / "items.csv").write_text("item_id,genre\nitem_a,x\nb,y\n")
+    assert with_side_files(data, item_features=tmp_path / "items.csv").n_items == 4

@@ -93,6 +93,11 @@ def test_baselines_share_the_code_path(sim):
     assert binary.score(users, items, grade="cart").shape == (10, 15)
     with pytest.raises(RecsysError, match="ranks level 'cart' only"):
         binary.score(users, items, grade="purchase")
+    with pytest.raises(RecsysError) as err:  # a nested model learns every level already
+        create_model("gnolr", grade=2, **FAST).fit(sim.train)
+    assert str(err.value) == ("model 'gnolr': parameter grade=2 applies to objective=binary only; "
+                              "a nested model ranks any level when asked (recommend --grade, "
+                              "at_level)")
     with pytest.raises(RecsysError, match=r"parameter grade=5: the data has 3 levels \(click<cart"):
         create_model("gnolr", objective="binary", grade=5, **FAST).fit(sim.train)
     # a level by name is that level's number (`--param grade=cart`)

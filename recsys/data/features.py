@@ -90,8 +90,10 @@ def infer_kind(series: pd.Series) -> str:
     """The column kind a frame column looks like; `kinds=` in `from_frame` overrides it.
 
     Lists of numbers -> dense; numbers -> numeric; text holding `|` -> multi; text that is
-    >= 2 whitespace-separated numbers of one length -> dense; mostly distinct text of three or
-    more words -> text; anything else -> categorical.
+    >= 2 whitespace-separated numbers of one length -> dense, and so is text that is that in
+    all but a few of 10 or more cells (so that reading it names the odd cell instead of
+    turning every vector into a category); mostly distinct text of three or more words ->
+    text; anything else -> categorical.
     """
     present = series.dropna()
     if present.empty or pd.api.types.is_bool_dtype(series.dtype):
@@ -110,8 +112,11 @@ def infer_kind(series: pd.Series) -> str:
         return "multi"
     words = text.str.split()
     lengths = words.str.len()
-    if lengths.min() >= 2 and lengths.nunique() == 1 and pd.to_numeric(
-            pd.Series(np.concatenate(words.to_numpy())), errors="coerce").notna().all():
+    numbers = pd.to_numeric(words.explode(), errors="coerce").notna().groupby(level=0).all()
+    if lengths.min() >= 2 and lengths.nunique() == 1 and numbers.all():
+        return "dense"
+    width = lengths.mode().iloc[0]
+    if len(text) >= 10 and width >= 2 and (lengths == width).mean() >= 0.9 and numbers.mean() >= 0.9:
         return "dense"
     if text.nunique() > 0.5 * len(text) and lengths.mean() >= 3:
         return "text"
@@ -698,6 +703,10 @@ def _resolve_kinds(frame: pd.DataFrame, id_col: str, kinds: dict[str, str],
             raise DataError(f"{source}: column {name!r}: unknown kind {kind!r}; kinds: "
                             f"{', '.join((*KINDS, IGNORE))}")
     resolved = {str(c): kinds.get(c) or infer_kind(frame[c]) for c in frame.columns if c != id_col}
+    for name, kind in resolved.items():
+        if kind != IGNORE and _texts(frame[name])[1].all():
+            raise DataError(f"{source}: column {name!r} is empty in every row; fill it or "
+                            "remove it")
     for name, kind in resolved.items():
         if kind == "categorical" and name not in kinds:
             _warn_near_numeric(frame[name], source, name)

@@ -228,6 +228,11 @@ class GNOLR(TorchRecommender):
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             callbacks=()) -> GNOLR:
         names = train.level_names or ("1",)
+        if self.grade not in (0, "0") and self.objective != "binary":
+            # the other objectives learn every level; `grade` would change nothing
+            raise RecsysError(f"model 'gnolr': parameter grade={self.grade!r} applies to "
+                              f"objective=binary only; a {self.objective} model ranks any level "
+                              "when asked (recommend --grade, at_level)")
         self._target(names)  # an unknown level fails here, before any work
         self.level_names_ = names
         super().fit(train, valid=valid, callbacks=callbacks)
