@@ -8,9 +8,11 @@ consumer of factors reads them through this one class: scores of a block of dens
 vectors against the table (ranking, `/score`), dense rows (a block of users, the items of a
 new user's history), the Gram matrix (fold-in) and row norms (`/similar`). Query vectors are
 always dense: a block of users is densified (rows x dimensions, small) and multiplied with the
-item table, a scipy CSR product when the items are sparse (single-threaded: at density 0.2
-about as fast as a one-thread dense product, bench/RESULTS.md "dsl"). A table on an
-accelerator is always dense (training output; a sparse table is densified to move there).
+item table: for a sparse table and a few queries (a serving request) with scipy's CSR product
+(single-threaded, and at density 0.2 and below no slower than a one-thread dense product,
+bench/RESULTS.md "dsl"), for a large block (evaluation, batch jobs) with BLAS on dense chunks
+of the table, as fast as a dense table and as multi-threaded. A table on an accelerator is
+always dense (training output; a sparse table is densified to move there).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import torch
 
 INT32_MAX = np.iinfo(np.int32).max
 GRAM_ROWS = 16384  # rows made dense (float64) at a time for the Gram matrix: 8 MB at d = 64
+# a block of at least this many queries multiplies a CSR table in dense chunks of CHUNK_ROWS
+# rows (BLAS, multi-threaded where numpy's BLAS is): the chunk's densifying is shared by the
+# block, and a block ranks as fast as with the dense table; fewer queries use the CSR product
+DENSE_CHUNKS_FROM = 64
+CHUNK_ROWS = 16384
 
 
 def csr_bytes(rows: int, nnz: int) -> int:
@@ -95,16 +102,23 @@ class FactorTable:
 
     def scores(self, queries: torch.Tensor | np.ndarray) -> torch.Tensor:
         """queries [b, d] (dense) times the table transposed: scores [b, n] on the table's
-        device. On the CPU through numpy (BLAS for a dense table, scipy's CSR product for a
-        sparse one); on an accelerator one torch product."""
+        device. On the CPU through numpy: BLAS for a dense table; for a CSR table, scipy's
+        product (one pass over the stored values per query) for fewer than DENSE_CHUNKS_FROM
+        queries, else BLAS on dense chunks of CHUNK_ROWS rows (CHUNK_ROWS x d floats at a
+        time). On an accelerator one torch product."""
         if not self.is_sparse and self.data.device.type != "cpu":
             return torch.as_tensor(queries, device=self.data.device, dtype=torch.float32) @ self.data.T
         if isinstance(queries, torch.Tensor):
             queries = queries.detach().cpu().numpy()
         queries = np.asarray(queries, dtype=np.float32)
-        if self.is_sparse:  # (V q')' : one pass over the stored values per query
+        if not self.is_sparse:
+            return torch.from_numpy(queries @ self.data.numpy().T)
+        if len(queries) < DENSE_CHUNKS_FROM:  # (V q')'
             return torch.from_numpy(np.ascontiguousarray((self.data @ queries.T).T))
-        return torch.from_numpy(queries @ self.data.numpy().T)
+        out = np.empty((len(queries), len(self)), dtype=np.float32)
+        for start in range(0, len(self), CHUNK_ROWS):
+            out[:, start:start + CHUNK_ROWS] = queries @ self.data[start:start + CHUNK_ROWS].toarray().T
+        return torch.from_numpy(out)
 
     def gram(self) -> torch.Tensor:
         """V'V [d, d] in float64 on the table's device, summed over blocks of GRAM_ROWS rows

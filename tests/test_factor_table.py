@@ -56,6 +56,18 @@ def test_reads_match_the_dense_reference(density):
     assert sparse.scores(queries).is_contiguous()
 
 
+def test_large_blocks_score_a_csr_table_in_dense_chunks(monkeypatch):
+    items = sparse_table(50, 8, 0.2, seed=5)
+    queries = np.random.default_rng(6).normal(size=(5, 8)).astype(np.float32)
+    table = FactorTable(sp.csr_matrix(items))
+    monkeypatch.setattr("recsys.factor_table.CHUNK_ROWS", 16)  # 4 chunks, the last of 2 rows
+    for chunked_from in (1, 6):  # 5 queries: chunked, then through the CSR product
+        monkeypatch.setattr("recsys.factor_table.DENSE_CHUNKS_FROM", chunked_from)
+        scores = table.scores(queries)
+        assert scores.shape == (5, 50) and scores.is_contiguous()
+        assert np.allclose(scores.numpy(), queries @ items.T, atol=1e-5)
+
+
 def test_an_empty_row_scores_zero_and_has_norm_zero():
     items = sparse_table(5, 4, 1.0)
     items[2] = 0

@@ -47,7 +47,9 @@ class Recommender(Protocol):
 @runtime_checkable
 class HasFactors(Protocol):
     """A model whose score is the dot product of a user and an item factor vector, so that
-    evaluation, batch jobs and serving rank with one matrix product and a top-k."""
+    evaluation, batch jobs and serving rank with one matrix product and a top-k. A model that
+    also has `factor_tables()` (FactorModel) is ranked from those tables as it holds them,
+    dense or CSR (recsys.factor_table), never from densified copies."""
 
     def user_factors(self) -> torch.Tensor: ...
 
