@@ -37,7 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recsys: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print(f"recsys: error: out of memory{_allocation(exc)}: lower the model's sizes "
+              "(factors, hidden, batch_size) or use less data", file=sys.stderr)
+        return 2
     return 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's on a GPU (OutOfMemoryError) or on
+    the CPU (a RuntimeError from its allocator)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        "can't allocate memory" in str(exc))
+
+
+def _allocation(exc: BaseException) -> str:
+    """' (N bytes asked for)' when the message says how much, else ''."""
+    import re
+
+    found = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]?i?B)", str(exc))
+    if not found:
+        return ""
+    return f" ({found.group(1) + ' bytes' if found.group(1) else found.group(2)} asked for)"
 
 
 if __name__ == "__main__":

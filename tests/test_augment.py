@@ -120,6 +120,8 @@ def test_augmentation_ids_read_as_written_and_broken_folders_name_the_file(tmp_p
         (lambda f: (f / "manifest.json").write_text("{not json"), r"manifest.json: not valid JSON"),
         (lambda f: (f / "user_text.csv").write_text("user_id,text\nu2,q\nzz,r\n"),
          r"user_text.csv: user_id 'zz' at row 2 is not in the training data"),
+        (lambda f: (f / "item_text.csv").write_text("item_id,text\ni2,a\nnull,b\ni2,c\n"),
+         r"item_text.csv: item_id 'i2' appears twice \(rows 1 and 3\); one text per id$"),
     ]
     for n, (change, message) in enumerate(cases):
         with pytest.raises(RecsysError, match=message):
@@ -158,6 +160,14 @@ def test_cli_augment_bad_input_is_one_line(files, tmp_path, capsys):
             main([str(a) for a in [*argv[:-4], flag, value, "--out", tmp_path / "aug"]])
         assert exit_.value.code == 2
         assert f"argument {flag}: {value} is not a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists()
+    other = tmp_path / "other-items.csv"  # item text of another catalogue: no id in common
+    other.write_text("item_id,text\nmovie1,a film\nmovie2,another\n")
+    argv = ["augment", "--train", files / "train.csv", "--item-text", other, "--base",
+            files / "pop", "--out", tmp_path / "aug"]
+    assert main([str(a) for a in argv]) == 2
+    assert capsys.readouterr().err.endswith(f"{other}: none of its 2 ids is an item of the training "
+                                            "data (its first: 'movie1'; the data's first: 'r1')\n")
     assert not (tmp_path / "aug").exists()
 
 

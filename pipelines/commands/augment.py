@@ -6,7 +6,7 @@ import argparse
 import json
 
 from pipelines.commands.common import non_negative_int, positive_int
-from recsys.data.files import read_interactions
+from recsys.data.files import read_interactions, sharing_ids
 from recsys.errors import RecsysError
 
 
@@ -22,7 +22,8 @@ def cmd_augment(args: argparse.Namespace) -> None:
     train = read_interactions(args.train, user_map=base.user_map_, item_map=base.item_map_)
     if train.nnz == 0:
         raise RecsysError(f"{args.train}: no pair has a user and item known to the base model {args.base}")
-    table = read_features(args.item_text, "item_id", ids=train.item_map, text=True)
+    table = sharing_ids(read_features(args.item_text, "item_id", text=True), train.item_map.ids,
+                        args.item_text, "item").reindex(train.item_map)
     item_text = item_texts(table, train.item_map)
     if missing := table.meta.get("rows_without_features"):
         print(f"note: {missing} items have no text in {args.item_text}; their id stands for it")

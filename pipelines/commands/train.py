@@ -28,7 +28,10 @@ def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise RecsysError(f"--param {pair!r}: expected key=value")
-        params[key.strip()] = raw
+        key = key.strip()
+        if key in params:
+            raise RecsysError(f"--param {key} given twice ({params[key]!r} and {raw!r}); give it once")
+        params[key] = raw
     return coerce_params(get_model_class(model), params, model=model)
 
 

@@ -150,8 +150,15 @@ class Augmentation:
 
         def texts(file: str, col: str, idmap: IdMap) -> np.ndarray:
             frame = _read_text_csv(path / file, [col, "text"])
+            index = lookup(frame, col, idmap, file)
+            repeated = pd.Index(index).duplicated()
+            if repeated.any():  # two texts for one id: neither may win silently
+                row = int(np.argmax(repeated))
+                first = int(np.argmax(index == index[row]))
+                raise DataError(f"{path / file}: {col} {frame[col].iloc[row]!r} appears twice "
+                                f"(rows {first + 1} and {row + 1}); one text per id")
             out = np.asarray([str(i) for i in idmap.ids], dtype=object)
-            out[lookup(frame, col, idmap, file)] = frame["text"].to_numpy(dtype=object)
+            out[index] = frame["text"].to_numpy(dtype=object)
             return out
 
         return cls(triples.astype(np.int64), texts(ITEM_TEXT, "item_id", item_map),

@@ -59,22 +59,22 @@ def with_side_files(data: Interactions, *, item_features: str | Path | None = No
     trained_items = data.item_map.to_ids(np.flatnonzero(data.item_popularity > 0))
     if user_features is not None:
         table = read_features(user_features, "user_id", fit_ids=data.user_map.ids)
-        data = data.with_user_features(_sharing_ids(table, data.user_map.ids, user_features, "user"))
+        data = data.with_user_features(sharing_ids(table, data.user_map.ids, user_features, "user"))
     if item_features is not None:
         table = read_features(item_features, "item_id", fit_ids=trained_items)
-        data = data.with_item_features(_sharing_ids(table, trained_items, item_features, "item"),
+        data = data.with_item_features(sharing_ids(table, trained_items, item_features, "item"),
                                        extend_catalogue=True)
     if item_text is not None:
         table = read_features(item_text, "item_id", text=True)
-        data = data.with_item_text(_sharing_ids(table, trained_items, item_text, "item"),
+        data = data.with_item_text(sharing_ids(table, trained_items, item_text, "item"),
                                    extend_catalogue=True)
     return data
 
 
-def _sharing_ids(table, known: np.ndarray, path: str | Path, what: str):
-    """`table`, unless none of its ids is one of the data's (`known`): then every trained
-    user or item would go without features, a sign of ids written another way (`7` vs
-    `item7`) or of another data set's file."""
+def sharing_ids(table, known: np.ndarray, path: str | Path, what: str):
+    """Feature table `table` read from `path`, unless none of its ids is one of the data's
+    (`known`): then every trained user or item would go without features, a sign of ids
+    written another way (`7` vs `item7`) or of another data set's file."""
     if len(known) and (IdMap(known).index_of(table.ids.ids) >= 0).any():
         return table
     noun = "an item" if what == "item" else "a user"
