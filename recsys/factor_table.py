@@ -116,8 +116,9 @@ class FactorTable:
         if len(queries) < DENSE_CHUNKS_FROM:  # (V q')'
             return torch.from_numpy(np.ascontiguousarray((self.data @ queries.T).T))
         out = np.empty((len(queries), len(self)), dtype=np.float32)
-        for start in range(0, len(self), CHUNK_ROWS):
-            out[:, start:start + CHUNK_ROWS] = queries @ self.data[start:start + CHUNK_ROWS].toarray().T
+        for start in range(0, len(self), CHUNK_ROWS):  # each product written in place
+            chunk = self.data[start:start + CHUNK_ROWS].toarray()
+            np.matmul(queries, chunk.T, out=out[:, start:start + len(chunk)])
         return torch.from_numpy(out)
 
     def gram(self) -> torch.Tensor:
