@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if not _out_of_memory(exc):
             raise
         print(f"recsys: error: out of memory{_allocation(exc)}: lower the model's sizes "
-              "(factors, hidden, batch_size) or use less data", file=sys.stderr)
+              "(factors, hidden, batch_size), k, or the data", file=sys.stderr)
         return 2
     return 0
 

@@ -13,6 +13,7 @@ from recsys.errors import RecsysError
 from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.models.base import coerce_params, get_model_class, model_names, preset_params
 from recsys.models.space import search_space
+from recsys.ranking import MAX_K
 
 
 class Strict(BaseModel):
@@ -135,8 +136,8 @@ class CompareConfig(Strict):
     @field_validator("k")
     @classmethod
     def positive_k(cls, ks: list[int]) -> list[int]:
-        if not ks or any(k <= 0 for k in ks):
-            raise ValueError("k must be positive integers")
+        if not ks or any(not 0 < k <= MAX_K for k in ks):
+            raise ValueError(f"k must be positive integers, at most {MAX_K}")
         return sorted(set(ks))
 
     @model_validator(mode="after")

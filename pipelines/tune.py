@@ -42,6 +42,7 @@ from recsys.models.base import (
 )
 from recsys.models.mf import UNBIASED
 from recsys.models.space import Choice, Dimension, Int, applies
+from recsys.ranking import MAX_K
 
 log = logging.getLogger("recsys")
 
@@ -86,7 +87,7 @@ def default_metric(params: Mapping[str, Any]) -> str:
 
 def check_metric(metric: str) -> tuple[str, int]:
     name, _, k = metric.partition("@")
-    if name not in (*RANKING_METRICS, *IPS_METRICS) or not k.isdigit() or int(k) <= 0:
+    if name not in (*RANKING_METRICS, *IPS_METRICS) or not k.isdigit() or not 0 < int(k) <= MAX_K:
         raise RecsysError(f"metric {metric!r} is not METRIC@K with METRIC one of "
                           f"{', '.join((*RANKING_METRICS, *IPS_METRICS))}")
     return name, int(k)

@@ -55,6 +55,9 @@ def _available_host_memory() -> int:
         return 2**30
 
 
+MAX_K = 2**31 - 1  # the longest list a K may ask for (K past the catalogue only adds misses)
+
+
 def parse_ks(ks: int | str | Iterable[int]) -> list[int]:
     """K values from 20, "10,20" or [10, 20]; each must be a positive integer."""
     if isinstance(ks, str):
@@ -65,6 +68,8 @@ def parse_ks(ks: int | str | Iterable[int]) -> list[int]:
     ks = [ks] if isinstance(ks, int | np.integer) else list(ks)
     if not ks or any(int(k) <= 0 for k in ks):
         raise RecsysError(f"k must be positive integers, got {ks}")
+    if max(int(k) for k in ks) > MAX_K:  # ranked lists are int32-indexed tensors
+        raise RecsysError(f"k must be at most {MAX_K}, got {max(int(k) for k in ks)}")
     return sorted({int(k) for k in ks})
 
 

@@ -146,6 +146,8 @@ def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, caps
         # a model too large for the memory: one line, not the allocator's traceback
         (["train", "--model", "mf", "--train", train, "--param", "factors=100000000000", "--out",
           tmp_path / "o"], "out of memory ("),
+        (["evaluate", "--model", tmp_path / "pop", "--train", train, "--test", train, "--k",
+          "99999999999999999999"], "k must be at most 2147483647, got 99999999999999999999"),
     ]
     for argv, needle in cases:
         code, out, err = run(argv, capsys)

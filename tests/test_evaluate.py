@@ -134,7 +134,7 @@ def test_k_larger_than_catalogue_counts_as_misses():
 
 def test_bad_k_and_empty_test():
     assert parse_ks("20,10,10") == [10, 20]
-    for bad in ("0", "-1", "a", [], "5,0"):
+    for bad in ("0", "-1", "a", [], "5,0", "99999999999999999999", [2**31]):
         with pytest.raises(RecsysError, match="k must be"):
             parse_ks(bad)
     with pytest.raises(RecsysError, match="no test user"):

@@ -64,6 +64,7 @@ def tiny_config(tmp_path):
      "models.0: tune.space: factors is also fixed by params or grid; give it in one place"),
     ("models:\n  - name: als\n    tune: {space: {factors: [4, x]}}\n",
      "models.0: tune.space: factors: model 'als': parameter factors='x': input should be"),
+    ("models:\n  - name: pop\nk: [10, 99999999999]\n", "k: k must be positive integers, at most 2147483647"),
     ("models: [\n", "not valid YAML"),
     ("models:\n  - name: pop\nsplit: {seed: -1}\n", "split.seed: Input should be greater than or equal to 0"),
     ("models:\n  - name: pop\nsplit: {how: leave-last, test_frac: 1}\n",

@@ -273,3 +273,24 @@ def test_snips_validation_uses_the_datas_own_propensities(train):
     given = validation_scorer("snips_recall@10", fit, valid, propensity=theta)(again)
     from_popularity = validation_scorer("snips_recall@10", fit, valid)(again)
     assert result.value == pytest.approx(given) and given != pytest.approx(from_popularity)
+
+
+def test_tune_reads_side_files_and_level_names_as_train_does(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    log = pd.DataFrame({"user_id": [f"u{u}" for u in rng.integers(0, 30, 300)],
+                        "item_id": [f"i{i}" for i in rng.integers(0, 20, 300)],
+                        "level": rng.choice(["view", "cart"], 300)})
+    log.to_csv(tmp_path / "events.csv", index=False)
+    space = tmp_path / "space.yaml"
+    space.write_text("factors: [4]\nepochs: 1\n")
+    args = ["tune", "--train", str(tmp_path / "events.csv"), "--no-mlflow", "--trials", "1"]
+    assert main([*args, "--model", "gnolr", "--levels", "view<cart", "--space", str(space),
+                 "--out", str(tmp_path / "g")]) == 0
+    assert load_model(tmp_path / "g").level_names_ == ("view", "cart")
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(20)], "genre": list("ab") * 10}).to_csv(
+        tmp_path / "items.csv", index=False)
+    assert main([*args, "--model", "als", "--item-features", str(tmp_path / "items.csv"),
+                 "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.endswith(
+        "recsys: error: --item-features: model 'als' does not use item features (it reads "
+        "nothing but the interactions); models that do: two_tower\n")

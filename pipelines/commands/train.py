@@ -38,14 +38,31 @@ def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
 SIDE_FLAGS = ("item_features", "user_features", "item_text")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    check_out(args.out, "folder")
+def side_files(args: argparse.Namespace) -> dict[str, str]:
+    """The side-feature flags given ({"item_features": path, ...}), each checked to be one the
+    model reads."""
     sides = {flag: getattr(args, flag) for flag in SIDE_FLAGS if getattr(args, flag)}
     for flag in sides:
         try:
             check_side_inputs(args.model, [flag])
         except RecsysError as exc:
             raise RecsysError(f"--{flag.replace('_', '-')}: {exc}") from None
+    return sides
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--levels and the side-feature files, shared by `train` and `tune`."""
+    parser.add_argument("--levels", help="level names weakest first, e.g. 'view<cart<purchase', "
+                        "for a 'level' column of names or to name its integers 1..L")
+    parser.add_argument("--item-features", help="item_id + feature columns ('|' separates "
+                        "values), for models that use side information")
+    parser.add_argument("--user-features", help="user_id + feature columns, for models that use them")
+    parser.add_argument("--item-text", help="item_id,text file, for models that use item text")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    check_out(args.out, "folder")
+    sides = side_files(args)
     check_model_target(args.out)
     if args.valid and not issubclass(get_model_class(args.model), TorchRecommender):
         raise RecsysError(f"--valid: model {args.model!r} does not select epochs on validation "
@@ -103,12 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="model parameter, repeatable (see `recsys models`)")
     tr.add_argument("--out", required=True, help="model folder to write")
-    tr.add_argument("--levels", help="level names weakest first, e.g. 'view<cart<purchase', for "
-                    "a 'level' column of names or to name its integers 1..L")
-    tr.add_argument("--item-features", help="item_id + feature columns ('|' separates values), "
-                    "for models that use side information")
-    tr.add_argument("--user-features", help="user_id + feature columns, for models that use them")
-    tr.add_argument("--item-text", help="item_id,text file, for models that use item text")
+    add_data_arguments(tr)
     tr.add_argument("--augmentation", help="folder written by `recsys augment` (llmrec)")
     tr.add_argument("--nproc", type=int, help="train data-parallel in this many processes: one "
                     "per GPU (NCCL), or on CPU (gloo) with --param device=cpu; also set by "

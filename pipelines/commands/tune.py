@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from pipelines.commands.common import check_out, positive_float, positive_int
-from pipelines.commands.train import parse_params
-from recsys.data.files import read_interactions
+from pipelines.commands.train import add_data_arguments, parse_params, side_files
+from recsys.data.files import read_interactions, with_side_files
 from recsys.errors import RecsysError
 from recsys.models.base import model_names
 from recsys.models.persist import check_model_target
@@ -38,6 +38,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from recsys.models.space import search_space
 
     check_out(args.out, "folder")
+    sides = side_files(args)
     check_model_target(args.out)
     fixed = parse_params(args.model, args.param)
     space, file_fixed = search_space(args.model, _space_file(args.space) if args.space else None,
@@ -46,7 +47,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     trials = args.trials if args.trials is not None or args.timeout is not None else 20
     if not 0 < args.valid_frac < 1:
         raise RecsysError(f"--valid-frac must be in (0, 1), got {args.valid_frac}")
-    train = read_interactions(args.train)
+    train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     options = dict(fixed=fixed, space=space, trials=trials, timeout=args.timeout, metric=args.metric,
                    valid_frac=args.valid_frac, seed=args.seed)
 
@@ -106,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a nested run.")
     tu.add_argument("--model", required=True, help=f"model name: {', '.join(model_names())}")
     tu.add_argument("--train", required=True, help="training file (user_id,item_id[,rating,...])")
+    add_data_arguments(tu)
     tu.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="fix a parameter (not searched), repeatable")
     tu.add_argument("--trials", type=positive_int, help="number of trials (default 20 without --timeout)")

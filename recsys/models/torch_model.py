@@ -50,6 +50,7 @@ from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.evaluate.validation import Validator
 from recsys.models.factor import FactorModel
 from recsys.models.params import Device, Fraction, NonNegative, Positive, check_with
+from recsys.ranking import MAX_K
 from recsys.train import EarlyStopping, Optim, Step, TrainResult, resolve_device, train_loop
 
 log = logging.getLogger("recsys")
@@ -59,6 +60,8 @@ def _ranking_metric(value: str) -> str:
     name, _, k = value.partition("@")
     if name not in RANKING_METRICS or not k.isdigit() or int(k) <= 0:
         raise ValueError(f"expected METRIC@K with METRIC in {', '.join(RANKING_METRICS)}")
+    if int(k) > MAX_K:
+        raise ValueError(f"K must be at most {MAX_K}")
     return value
 
 
