@@ -80,6 +80,20 @@ def test_ssl_needs_item_features(small_data):
         create_model("two_tower", ssl="rfm", **FAST).fit(small_data)
 
 
+def test_text_columns_the_towers_cannot_read_are_named(small_data, caplog):
+    frame = item_frame(small_data, cold=0)
+    frame["title"] = [f"the story of item {i} and its many friends" for i in range(len(frame))]
+    items = FeatureTable.from_frame(frame, "item_id")
+    assert items.kinds["title"] == "text"
+    with caplog.at_level("WARNING", logger="recsys"):
+        model = create_model("two_tower", **{**FAST, "epochs": 1}).fit(
+            small_data.with_item_features(items))
+    assert model.fit_info_["columns_left_out"] == ["item.title"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "two_tower: feature column(s) item.title hold free text, which the towers do not read "
+        "(encode it into a dense column first); left out"]
+
+
 def test_rfm_and_uniform_negatives_train(featured):
     model = create_model("two_tower", ssl="rfm", negatives=32, **FAST).fit(featured)
     losses = [h["main"] for h in model.history_]

@@ -18,6 +18,7 @@ request-time features and/or a history.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
@@ -47,6 +48,8 @@ from recsys.models.params import NonNegative, Positive, Probability
 from recsys.models.space import Float, Int
 from recsys.models.torch_model import TorchRecommender, auto_batch_size
 from recsys.nn.towers import Tower, encodable_columns
+
+log = logging.getLogger("recsys")
 
 CHUNK = 8192  # rows per forward pass when the towers encode the whole catalogue
 
@@ -128,9 +131,21 @@ class TwoTower(TorchRecommender):
     }
 
     # ---- training -------------------------------------------------------------------------
+    def _note_left_out(self, item_table: FeatureTable | None, user_table: FeatureTable | None) -> None:
+        """Say which feature columns the towers cannot read (free text, until it is encoded
+        into a dense column), once per fit, in the log and `fit_info_`."""
+        left_out = [f"{side}.{name}" for side, table in (("item", item_table), ("user", user_table))
+                    if table is not None for name in table.columns
+                    if name not in encodable_columns(table)]
+        if left_out and "columns_left_out" not in self.fit_info_:
+            self.fit_info_["columns_left_out"] = left_out
+            log.warning("two_tower: feature column(s) %s hold free text, which the towers do not "
+                        "read (encode it into a dense column first); left out", ", ".join(left_out))
+
     def build(self, train: Interactions, device: torch.device) -> nn.Module:
         item_table, user_table = train.item_features, train.user_features
         self.item_columns_ = encodable_columns(item_table)
+        self._note_left_out(item_table, user_table)
         if self.ssl != "none" and not self.item_columns_:
             raise RecsysError(f"two_tower: ssl={self.ssl} masks item features, but the "
                               "training data has none (give --item-features)")
