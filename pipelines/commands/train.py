@@ -27,7 +27,7 @@ def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise RecsysError(f"--param {pair!r}: expected key=value")
         key = key.strip()
         if key in params:
