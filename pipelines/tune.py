@@ -175,6 +175,9 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
         base["valid_metric"] = metric if kind in RANKING_METRICS else f"recall@{k}"
 
     fit_part, valid = holdout(train, valid_frac, seed=seed)
+    if valid.nnz == 0:  # every trial would fail on it: say why before the first
+        raise RecsysError(f"tune {name}: holding out {valid_frac} of each user's items leaves no "
+                          "validation pairs (the users have too few items); raise valid_frac")
     if train.propensity is not None:  # the split's parts come from the same exposure
         fit_part = fit_part.with_propensity(train.propensity)
     users = _valid_users(valid, valid_users, seed)

@@ -47,9 +47,21 @@ class ItemAttributes:
             raise RecsysError(f"{source}: no item_id column (columns: {', '.join(map(str, frame.columns))})")
         idx = np.array([items.get(v) for v in frame["item_id"].tolist()], dtype=np.int64)
         known = idx >= 0
+        if not known.any():  # another catalogue's file (or ids written another way)
+            raise RecsysError(f"{source}: none of its {len(idx)} item ids is an item of the model "
+                              f"(its first: {short(frame['item_id'].iloc[0])})")
+        repeated = pd.Index(np.where(known, idx, -1 - np.arange(len(idx)))).duplicated()
+        if repeated.any():  # two rows for one item: neither may win silently
+            row = int(np.argmax(repeated))
+            first = int(np.argmax(idx == idx[row]))
+            raise RecsysError(f"{source}: item {short(frame['item_id'].iloc[row])} appears twice "
+                              f"(rows {first + 1} and {row + 1}); one row per item")
         self.unknown_rows = int((~known).sum())
         self.index: dict[str, dict[str, np.ndarray]] = {}
         for column in frame.columns.drop("item_id"):
+            if (frame[column].astype("string").fillna("").str.strip() == "").all():
+                raise RecsysError(f"{source}: column {short(column)} is empty in every row; fill "
+                                  "it or remove it")
             cells = frame.loc[known, column].astype("string").fillna("").str.split("|")
             exploded = pd.DataFrame({"item": np.repeat(idx[known], cells.str.len()),
                                      "value": np.concatenate(cells.to_numpy()) if len(cells) else []})
@@ -75,7 +87,8 @@ class Engine:
     """Answers recommend / score / similar queries for one loaded model."""
 
     def __init__(self, model: BaseRecommender, seen: Interactions, *, version: str = "local",
-                 source: str = "", attributes: pd.DataFrame | None = None):
+                 source: str = "", attributes: pd.DataFrame | None = None,
+                 attributes_source: str = "item attributes"):
         self.model = model
         self.seen = seen
         self.version = version
@@ -84,7 +97,8 @@ class Engine:
         self._grades: dict[str, Engine] = {}
         self.users, self.items = self.ranker.users, self.ranker.items  # built now, not per request
         self.n_items = len(self.items.ids)
-        self.attributes = ItemAttributes(attributes, self.items) if attributes is not None else None
+        self.attributes = (ItemAttributes(attributes, self.items, attributes_source)
+                           if attributes is not None else None)
         # /similar's cosine: the item table as the ranker holds it (dense or CSR) and its norms
         self.item_table = None if self.ranker.factors is None else self.ranker.factors[1]
         if self.item_table is not None:

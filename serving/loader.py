@@ -25,7 +25,8 @@ def load_engine(settings: Settings, ref: str | None = None) -> Engine:
             raise RecsysError(f"{ref} stores no training items: pass --train FILE")
         attributes = (read_table(settings.item_attributes, ["item_id"]) if settings.item_attributes
                       else None)
-        return Engine(model, seen, version=version, source=ref, attributes=attributes)
+        return Engine(model, seen, version=version, source=ref, attributes=attributes,
+                      attributes_source=str(settings.item_attributes))
     except RecsysError as exc:
         raise RecsysError(redact(str(exc))) from exc
     except Exception as exc:  # noqa: BLE001 (a broken model folder fails in many ways)

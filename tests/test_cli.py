@@ -141,6 +141,10 @@ def test_bad_inputs_exit_nonzero_with_one_line(workdir, prepared, tmp_path, caps
          "k must be"),
         (["recommend", "--model", tmp_path / "nomodel", "--train", train, "--out",
           tmp_path / "r.parquet"], "nomodel: no such model folder"),
+        (["train", "--model", "mf", "--train", train, "--valid", train, "--out", tmp_path / "o"],
+         "train.parquet: every pair is also in "),
+        (["train", "--model", "mf", "--train", train, "--param", "=8", "--out", tmp_path / "o"],
+         "--param '=8': expected key=value"),
         (["train", "--model", "mf", "--train", train, "--param", "factors=8", "--param",
           "factors=16", "--out", tmp_path / "o"], "--param factors given twice ('8' and '16'); give it once"),
         # a model too large for the memory: one line, not the allocator's traceback

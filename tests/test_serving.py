@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 from http_client import Client, running
 
-from recsys import create_model
+from recsys import create_model, load_model
 from recsys.models.base import save_seen
 from serving import Settings, create_app
 from serving.engine import Engine, Query, RequestError
@@ -436,6 +436,17 @@ def test_serve_refuses_files_of_other_data(model_dirs, tmp_path, capsys):
     assert "other.csv: none of its pairs has a user and an item known" in capsys.readouterr().err
     assert main(["serve", "--model", model, "--item-attributes", str(tmp_path / "attrs.csv")]) == 2
     assert "attrs.csv: missing column(s) item_id" in capsys.readouterr().err
+    items = load_model(model_dirs[0]).item_map_.ids[:2].tolist()
+    for frame, message in (
+            ({"item_id": ["y", "z"], "genre": ["rock", "pop"]},
+             "none of its 2 item ids is an item of the model (its first: 'y')"),
+            ({"item_id": [items[0], items[1], items[0]], "genre": ["rock", "pop", "jazz"]},
+             f"item {items[0]!r} appears twice (rows 1 and 3); one row per item"),
+            ({"item_id": items, "genre": ["rock", "pop"], "shop": ["", None]},
+             "column 'shop' is empty in every row; fill it or remove it")):
+        pd.DataFrame(frame).to_csv(tmp_path / "attrs.csv", index=False)
+        assert main(["serve", "--model", model, "--item-attributes", str(tmp_path / "attrs.csv")]) == 2
+        assert capsys.readouterr().err == f"recsys: error: {tmp_path / 'attrs.csv'}: {message}\n"
     assert main(["serve"]) == 2
     assert "serving setting model (RECSYS_SERVE_MODEL)" in capsys.readouterr().err
 

@@ -157,6 +157,12 @@ def test_a_study_where_every_trial_fails_says_why(train):
         tune("ease", train, fixed={"regularization": 3.0}, trials=2, progress=False)
     with pytest.raises(RecsysError, match="metric 'ndcg@x'"):
         tune("ease", train, metric="ndcg@x", trials=2, progress=False)
+    one_each = train.with_pairs(*train.coo, np.r_[True, np.diff(train.coo[0]) != 0])
+    assert one_each.user_degree.max() == 1  # one item per user: nothing to hold out
+    with pytest.raises(RecsysError) as err:
+        tune("ease", one_each, trials=2, progress=False)
+    assert str(err.value) == ("tune ease: holding out 0.1 of each user's items leaves no "
+                              "validation pairs (the users have too few items); raise valid_frac")
 
 
 # ---- the command line and MLflow ------------------------------------------------------------

@@ -62,3 +62,21 @@ def test_small_cpu_blocks_and_a_reused_buffer_give_the_same_score(parts, monkeyp
     other = validator(-model.user_factors(), model.item_factors())  # the buffer is overwritten
     assert first == pytest.approx(expected, rel=1e-12)
     assert validator(model.user_factors(), model.item_factors()) == first != other
+
+
+def test_validation_pairs_that_are_training_pairs_are_dropped_and_counted(parts, small_data):
+    from recsys import create_model
+
+    fit, valid, _, _ = parts
+    rows, cols = small_data.coo
+    in_fit = np.asarray(fit.matrix[rows, cols]).ravel() != 0
+    extra = in_fit & (np.arange(len(rows)) % 5 == 0)  # some training pairs join the validation set
+    mixed = small_data.with_pairs(rows, cols, ~in_fit | extra)
+    params = {"factors": 8, "epochs": 2, "device": "cpu", "progress": False, "refit": False}
+    clean = create_model("mf", **params).fit(fit, valid=valid)
+    model = create_model("mf", **params).fit(fit, valid=mixed)
+    assert model.fit_info_["valid_pairs_in_train"] == int(extra.sum()) > 0
+    assert [h["valid"] for h in model.history_] == [h["valid"] for h in clean.history_]
+    only_train = create_model("mf", **params).fit(fit, valid=fit)
+    assert only_train.fit_info_["early_stopping"] == (
+        "off: the validation data has no pairs outside the training data")

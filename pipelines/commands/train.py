@@ -9,6 +9,7 @@ from pipelines.commands.common import check_out
 from recsys import distributed
 from recsys.data.files import aligned_side_features, read_interactions, with_side_files
 from recsys.errors import RecsysError
+from recsys.evaluate.evaluator import drop_training_pairs
 from recsys.models.base import (
     check_side_inputs,
     coerce_params,
@@ -26,7 +27,7 @@ def parse_params(model: str, pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise RecsysError(f"--param {pair!r}: expected key=value")
         key = key.strip()
         if key in params:
@@ -83,6 +84,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                                   level_names=train.level_names if args.levels else None)
         if valid.nnz == 0:
             raise RecsysError(f"{args.valid}: no pair has a user and item seen in {args.train}")
+        if drop_training_pairs(valid, train)[0].nnz == 0:
+            raise RecsysError(f"{args.valid}: every pair is also in {args.train}; validation "
+                              "needs pairs the model does not train on")
         valid = aligned_side_features(valid, train)
     model.fit(train, valid=valid)
     if not distributed.is_main():

@@ -46,6 +46,7 @@ from recsys import distributed
 from recsys.data.interactions import Interactions
 from recsys.data.propensity import Propensity
 from recsys.data.split import holdout
+from recsys.evaluate.evaluator import drop_training_pairs
 from recsys.evaluate.metrics import RANKING_METRICS
 from recsys.evaluate.validation import Validator
 from recsys.models.factor import FactorModel
@@ -173,9 +174,14 @@ class TorchRecommender(FactorModel):
             fit_part, valid = holdout(train, self.valid_frac, seed=self.seed)
             carved = True
         reason = None
+        if valid is not None and not carved:
+            # a pair the model trains on is masked when ranking: it could never be hit
+            valid, in_train = drop_training_pairs(valid, train)
+            if in_train:
+                self.fit_info_["valid_pairs_in_train"] = in_train
         if valid is not None and valid.nnz == 0:
             reason = ("the validation holdout left no pairs (too few items per user)" if carved
-                      else "the validation data has no pairs")
+                      else "the validation data has no pairs outside the training data")
         elif valid is not None and self.warmup >= self.epochs:
             reason = (f"warmup={self.warmup} >= epochs={self.epochs}, so no epoch can be chosen "
                       "(raise epochs or lower warmup)")
