@@ -102,7 +102,8 @@ class ModelConfig(Strict):
         if self.tune is not None:
             try:
                 space, _ = search_space(self.name, self.tune.space, source="tune.space",
-                                        fixed=[*self.params, *self.grid], fixed_by="params or grid")
+                                        fixed=self.params, varied=self.grid,
+                                        fixed_by="params or grid")
             except RecsysError as exc:
                 raise ValueError(str(exc)) from None
             if not space:

@@ -65,6 +65,8 @@ def tiny_config(tmp_path):
     ("models:\n  - name: als\n    tune: {space: {factors: [4, x]}}\n",
      "models.0: tune.space: factors: model 'als': parameter factors='x': input should be"),
     ("models:\n  - name: pop\nk: [10, 99999999999]\n", "k: k must be positive integers, at most 2147483647"),
+    ("models:\n  - name: mf\n    tune: {space: {eta: [0.0, 0.5]}}\n",
+     "models.0: tune.space: eta is searched only where loss is one of relmf, ubpr, and loss is"),
     ("models: [\n", "not valid YAML"),
     ("models:\n  - name: pop\nsplit: {seed: -1}\n", "split.seed: Input should be greater than or equal to 0"),
     ("models:\n  - name: pop\nsplit: {how: leave-last, test_frac: 1}\n",

@@ -36,7 +36,8 @@ def train_file(tmp_path, train):
 def test_space_file_overrides_the_models_space_and_types_from_the_parameters():
     space, fixed = search_space("mf", {"factors": {"low": 4, "high": 64, "log": True},
                                        "lr": {"low": "1e-3", "high": 0.1},
-                                       "eta": [0.0, 0.5], "patience": 3})
+                                       "eta": [0.0, 0.5], "patience": 3},
+                                 fixed={"loss": "relmf"})
     assert space["factors"] == Int(4, 64, log=True)  # an integer parameter: an integer range
     assert space["lr"] == Float(1e-3, 0.1)
     assert space["eta"] == Choice((0.0, 0.5), when={"loss": ("relmf", "ubpr")})  # condition kept
@@ -81,6 +82,16 @@ def test_a_parameter_fixed_and_searched_at_once_is_an_error():
     # fixing a parameter of the model's own space (no file names it) leaves the rest searched
     space, _ = search_space("als", {"alpha": [1.0, 2.0]}, fixed={"factors": 16})
     assert "factors" in space and space["alpha"] == Choice((1.0, 2.0))
+
+
+def test_a_dimension_its_condition_rules_out_is_an_error():
+    with pytest.raises(RecsysError) as err:  # plain mf trains bpr: eta would never be searched
+        search_space("mf", {"eta": [0.0, 0.5]}, source="space.yaml")
+    assert str(err.value) == ("space.yaml: eta is searched only where loss is one of relmf, ubpr, "
+                              "and loss is 'bpr' here; set loss to one of them or drop eta")
+    for ok in ({"name": "relmf"}, {"fixed": {"loss": "ubpr"}}, {"varied": ["loss"]}):
+        name = ok.pop("name", "mf")  # a preset, a fixed loss, or a grid over it: searched
+        assert "eta" in search_space(name, {"eta": [0.0, 0.5]}, **ok)[0]
 
 
 def test_conditions_follow_the_loss():

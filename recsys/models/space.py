@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recsys.errors import RecsysError
-from recsys.models.base import coerce_params, get_model_class
+from recsys.models.base import coerce_params, get_model_class, preset_params
 
 Condition = Mapping[str, tuple]
 
@@ -75,18 +75,21 @@ def applies(dim: Dimension, params: Mapping[str, Any]) -> bool:
 
 
 def search_space(name: str, overrides: Any = None, *, source: str = "search space",
-                 fixed: Iterable[str] = (), fixed_by: str = "--param"
-                 ) -> tuple[dict[str, Dimension], dict[str, Any]]:
+                 fixed: Mapping[str, Any] | None = None, varied: Iterable[str] = (),
+                 fixed_by: str = "--param") -> tuple[dict[str, Dimension], dict[str, Any]]:
     """Model `name`'s space with `overrides` (a YAML mapping) applied: (space, fixed values).
 
     Every value the overrides can give the model (each choice, both ends of a range, a
     fixed value) is checked against the parameter's type and range, so a bad one fails
-    here, before any trial. A parameter that `overrides` names and that is also in `fixed`
-    (fixed elsewhere, by `fixed_by`) is an error: one of the two would be ignored.
+    here, before any trial. A parameter that `overrides` names and that is also fixed
+    elsewhere (`fixed` values, or `varied` by a grid; `fixed_by` says where) is an error: one
+    of the two would be ignored. So is a dimension of `overrides` whose condition (`when`)
+    the fixed parameters rule out: it would never be searched.
     """
     cls = get_model_class(name)
+    fixed = dict(fixed or {})
     parsed, given = parse_space(overrides, cls.param_defaults(), cls.search_space, source=source)
-    both = sorted(set(fixed) & {*parsed, *given})
+    both = sorted({*fixed, *varied} & {*parsed, *given})
     if both:
         raise RecsysError(f"{source}: {both[0]} is also fixed by {fixed_by}; give it in one place")
     for key, dim in parsed.items():
@@ -96,6 +99,14 @@ def search_space(name: str, overrides: Any = None, *, source: str = "search spac
     except RecsysError as exc:
         raise RecsysError(f"{source}: {exc}") from None
     space = {k: v for k, v in {**cls.search_space, **parsed}.items() if k not in given}
+    values = {**cls.param_defaults(), **preset_params(name), **given, **fixed}
+    for key, dim in parsed.items():
+        for condition, allowed in dim.when.items():
+            if condition not in space and condition not in varied and values[condition] not in allowed:
+                raise RecsysError(f"{source}: {key} is searched only where {condition} is one of "
+                                  f"{', '.join(map(str, allowed))}, and {condition} is "
+                                  f"{values[condition]!r} here; set {condition} to one of them or "
+                                  f"drop {key}")
     return space, given
 
 
