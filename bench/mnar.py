@@ -252,15 +252,18 @@ def main() -> None:
 
 
 def _appender(path: str | None):
-    """Appends each finished row to `path` (a cut-short run keeps what it finished); the
-    complete file is rewritten in cell order at the end."""
+    """Rewrites `path`.partial with the rows finished so far, after each one (a cut-short run
+    keeps them; rows of tuned models differ in their best.* columns, so each write has all
+    rows); the complete file is written in cell order at the end."""
     if not path:
         return None
-    partial = Path(f"{path}.partial")
-    partial.unlink(missing_ok=True)
+    from recsys.atomic import write_text
+
+    partial, rows = Path(f"{path}.partial"), []
 
     def keep(row: dict) -> None:
-        pd.DataFrame([row]).to_csv(partial, mode="a", header=not partial.exists(), index=False)
+        rows.append(row)
+        write_text(partial, pd.DataFrame(rows).to_csv(index=False))
 
     return keep
 
