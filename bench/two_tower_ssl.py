@@ -71,8 +71,8 @@ MODELS = {
     "two_tower ssl=cfm": ("two_tower", {"ssl": "cfm"}),
     # ablation (not run by default): without id dropout, ssl=none has no other way to train
     # the item tower's feature path apart from the ids
-    "two_tower ssl=none id_dropout=0": ("two_tower", {"ssl": "none", "id_dropout": 0.0}),
-    "two_tower ssl=rfm id_dropout=0": ("two_tower", {"ssl": "rfm", "id_dropout": 0.0}),
+    "two_tower ssl=none [id_dropout=0]": ("two_tower", {"ssl": "none", "id_dropout": 0.0}),
+    "two_tower ssl=rfm [id_dropout=0]": ("two_tower", {"ssl": "rfm", "id_dropout": 0.0}),
 }
 DEFAULT_MODELS = list(MODELS)[:4]
 COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "tail50_recall@20", "tail_share@20",
@@ -153,8 +153,9 @@ def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict
     if phase == "valid":
         train, test = holdout(train, 0.2, seed=seed + VALID_SEED)
     start = time.perf_counter()
-    model = create_model(name, **params, seed=seed, device=device, progress=False,
-                         epochs=args.epochs, valid_every=2, patience=6)
+    settings = {"seed": seed, "device": device, "progress": False, "epochs": args.epochs,
+                "valid_every": 2, "patience": 6}
+    model = create_model(name, **(settings | params))  # a model's own settings win
     model.fit(train)
     result = evaluate(model, test, train=train, k=K)
     deep = evaluate(model, test, train=train, k=K, head_frac=0.5)
@@ -221,14 +222,16 @@ def summary(rows: pd.DataFrame, columns) -> list[str]:
 
 
 def paired(rows: pd.DataFrame, metrics=("tail_recall@20", "tail50_recall@20", "ndcg@20")) -> list[str]:
-    """Each SSL label minus ssl=none on the same seed (an id_dropout=0 ablation minus its own
-    ssl=none): mean ± sd of the difference, and on how many seeds it is positive."""
+    """Each SSL label minus ssl=none on the same seed: mean ± sd of the difference, and on how
+    many seeds it is positive. A label ending in a bracketed variant ("... [id_dropout=0]") is
+    compared with the ssl=none of the same variant."""
     lines = ["| vs ssl=none | " + " | ".join(f"Δ {m} (seeds > 0)" for m in metrics) + " |",
              "|---" * (len(metrics) + 1) + "|"]
     for label, group in rows.groupby("label", sort=False):
         if "ssl=none" in label or not label.startswith("two_tower"):
             continue
-        base = "two_tower ssl=none" + (" id_dropout=0" if label.endswith(" id_dropout=0") else "")
+        variant = label[label.rindex(" ["):] if label.endswith("]") else ""
+        base = "two_tower ssl=none" + variant
         base = rows[rows["label"] == base].set_index("seed")
         group = group.set_index("seed")
         seeds = group.index.intersection(base.index)
@@ -299,7 +302,7 @@ def main() -> None:
     where = torch.cuda.get_device_name() if devices[0].startswith("cuda") else "cpu"
     print(f"# {platform.node()} | {os.cpu_count()} cpus | torch {torch.__version__} on {where} "
           f"x{len(devices)} | {args.jobs} jobs", flush=True)
-    labels = [m.strip() for m in args.models.split(",")]
+    labels = [m.strip() for m in args.models.split(",") if m.strip()]
     datasets = args.datasets.split(",")
     selecting = [d for d in args.select.split(",") if d]
     rows: list[dict] = []
