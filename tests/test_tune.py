@@ -74,6 +74,12 @@ def test_every_value_a_space_file_can_give_is_checked_before_any_trial(raw, mess
     assert str(err.value) == message
 
 
+def test_choices_of_a_tuple_parameter_are_stored_as_text_the_parameter_reads():
+    space, _ = search_space("two_tower", {"hidden": [[16, 8], [32]]})
+    assert space["hidden"] == Choice(("16,8", "32"))
+    assert create_model("two_tower", hidden=space["hidden"].values[0]).hidden == (16, 8)
+
+
 def test_a_parameter_fixed_and_searched_at_once_is_an_error():
     for raw in ({"factors": [4, 8]}, {"factors": 8}):
         with pytest.raises(RecsysError) as err:

@@ -151,7 +151,7 @@ def parse_space(raw: Any, defaults: Mapping[str, Any], base: Mapping[str, Dimens
                               f"parameters: {', '.join(sorted(defaults))}")
         try:
             if isinstance(spec, list | tuple):
-                space[name] = Choice(tuple(spec), when=_when(base.get(name)))
+                space[name] = Choice(_choices(spec), when=_when(base.get(name)))
             elif isinstance(spec, Mapping):
                 space[name] = _dimension(name, dict(spec), defaults[name], base.get(name))
             else:
@@ -159,6 +159,12 @@ def parse_space(raw: Any, defaults: Mapping[str, Any], base: Mapping[str, Dimens
         except RecsysError as exc:
             raise RecsysError(f"{source}: {name}: {exc}") from None
     return space, fixed
+
+
+def _choices(values: list | tuple) -> tuple:
+    """Choice values as the sampler stores them: a list (a value of a tuple parameter such as
+    `hidden`) becomes its comma-separated text, which the parameter reads back."""
+    return tuple(",".join(map(str, v)) if isinstance(v, list | tuple) else v for v in values)
 
 
 def _when(dim: Dimension | None) -> Condition:
@@ -173,7 +179,7 @@ def _dimension(name: str, spec: dict, default: Any, base: Dimension | None) -> D
     if "choices" in spec:
         if set(spec) != {"choices"} or not isinstance(spec["choices"], list | tuple):
             raise RecsysError("choices takes a list and no other keys")
-        return Choice(tuple(spec["choices"]), when=_when(base))
+        return Choice(_choices(spec["choices"]), when=_when(base))
     if "low" not in spec or "high" not in spec:
         raise RecsysError("a range needs low and high")
     kind = spec.get("type")
