@@ -53,7 +53,16 @@ def test_offline_pick_takes_most_and_least_similar_candidates():
     cands = np.array([[2, 3, 4], [3, 4, 5]])
     # user 0 ~ (1, 0.1): closest 3, farthest 4; user 1 = (0, 1): closest 3 (0.11), farthest 5
     np.testing.assert_array_equal(offline_pick(train, vectors, np.array([0, 1]), cands),
-                                  [[3, 4], [3, 5]])
+                                  [[0, 3, 4], [1, 3, 5]])
+
+
+def test_offline_pick_gives_no_triple_to_a_user_whose_candidates_all_tie():
+    vectors = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [1, 1]], dtype=np.float32)
+    matrix = sp.csr_matrix(([1, 1], ([0, 1], [0, 0])), shape=(2, 5), dtype=np.float32)
+    train = Interactions(matrix, IdMap([0, 1]), IdMap(np.arange(5)))
+    cands = np.array([[1, 2, 3], [1, 4, 2]])  # user 0: three identical texts
+    np.testing.assert_array_equal(offline_pick(train, vectors, np.array([0, 1]), cands),
+                                  [[1, 4, 1]])
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -116,6 +125,8 @@ def test_augmentation_ids_read_as_written_and_broken_folders_name_the_file(tmp_p
          r"triples.csv: missing column\(s\) neg_item_id"),
         (lambda f: (f / "triples.csv").write_text("user_id,pos_item_id,neg_item_id\nu2,i2,null\n,i2,null\n"),
          r"triples.csv: column 'user_id' row 2: empty cell, expected an id"),
+        (lambda f: (f / "triples.csv").write_text("user_id,pos_item_id,neg_item_id\nu2,i2,null\nNA,i2,i2\n"),
+         r"triples.csv: row 2 likes and dislikes the same item 'i2'$"),
         (lambda f: (f / "item_text.csv").unlink(), r"item_text.csv: no such file"),
         (lambda f: (f / "manifest.json").write_text("{not json"), r"manifest.json: not valid JSON"),
         (lambda f: (f / "user_text.csv").write_text("user_id,text\nu2,q\nzz,r\n"),

@@ -43,6 +43,7 @@ FORMAT = 1
 MANIFEST, TRIPLES, ITEM_TEXT, USER_TEXT = "manifest.json", "triples.csv", "item_text.csv", "user_text.csv"
 AUGMENTERS = ("offline", "llm")
 LLM_TASKS = ("edges", "items", "users")
+TIED_SIMILARITY = 1e-6  # cosine spread below which a user's candidates count as equally similar
 _LIKED = re.compile(r"(?<!dis)liked\W*(\d+)", re.IGNORECASE)
 _DISLIKED = re.compile(r"disliked\W*(\d+)", re.IGNORECASE)
 EDGE_SCHEMA = {"type": "object", "properties": {"liked": {"type": "integer"},
@@ -144,9 +145,15 @@ class Augmentation:
             return index
 
         triples = _read_text_csv(path / TRIPLES, ["user_id", "pos_item_id", "neg_item_id"])
-        triples = np.stack([lookup(triples, c, m, TRIPLES) for c, m in (
+        frame = triples
+        triples = np.stack([lookup(frame, c, m, TRIPLES) for c, m in (
             ("user_id", user_map), ("pos_item_id", item_map), ("neg_item_id", item_map))], 1) \
-            if len(triples) else np.zeros((0, 3), dtype=np.int64)
+            if len(frame) else np.zeros((0, 3), dtype=np.int64)
+        same = triples[:, 1] == triples[:, 2]
+        if same.any():  # a pair that prefers an item to itself teaches nothing but noise
+            row = int(np.argmax(same))
+            raise DataError(f"{path / TRIPLES}: row {row + 1} likes and dislikes the same item "
+                            f"{frame['pos_item_id'].iloc[row]!r}")
 
         def texts(file: str, col: str, idmap: IdMap) -> np.ndarray:
             frame = _read_text_csv(path / file, [col, "text"])
@@ -187,15 +194,18 @@ def candidates(base, train: Interactions, users: np.ndarray, n: int) -> np.ndarr
 
 def offline_pick(train: Interactions, item_vectors: np.ndarray, users: np.ndarray,
                  cands: np.ndarray) -> np.ndarray:
-    """(len(users), 2) liked and disliked items: the candidates whose text vectors are most
-    and least similar (cosine) to the mean vector of the user's training items."""
+    """(n, 3) triples user, liked item, disliked item: the candidates whose text vectors are
+    most and least similar (cosine) to the mean vector of the user's training items. A user
+    whose candidates are all equally similar (e.g. identical or empty texts) shows no
+    preference and gets no triple, so n <= len(users)."""
     history = sp.csr_matrix(train.matrix[users], copy=True)
     history.data[:] = 1.0
     profile = np.asarray(history @ item_vectors)
     profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
     sims = np.einsum("ud,und->un", profile, item_vectors[cands])
     rows = np.arange(len(users))
-    return np.stack([cands[rows, sims.argmax(1)], cands[rows, sims.argmin(1)]], 1)
+    triples = np.column_stack([users, cands[rows, sims.argmax(1)], cands[rows, sims.argmin(1)]])
+    return triples[sims.max(1) - sims.min(1) > TIED_SIMILARITY]
 
 
 def sample_users(train: Interactions, n: int | None, n_candidates: int, seed: int) -> np.ndarray:
@@ -236,8 +246,8 @@ def augment(train: Interactions, item_text: np.ndarray, base, *, augmenter: str 
     if augmenter == "offline":
         if encoder is None:
             raise RecsysError("the offline augmenter needs a text encoder")
-        picks = offline_pick(train, encoder.encode(item_text), users, cands)
-        triples = np.column_stack([users, picks])
+        triples = offline_pick(train, encoder.encode(item_text), users, cands)
+        manifest["users_without_preference"] = int(len(users) - len(triples))
         manifest["encoder"] = encoder.identity()
     else:
         if client is None:
