@@ -51,8 +51,8 @@ def test_expected_candidates_weigh_ranks_by_their_expected_labels():
 
 def test_expected_label_of_an_unclicked_pair():
     # gamma 0.5, theta 0.5: P(R=1, no click) = 0.25, P(no click) = 0.75
-    assert expected_labels(np.array([0.5, 0.2, 1.0]), np.array([0.5, 0.0, 0.5])) == pytest.approx(
-        [1 / 3, 0.2, 1.0])
+    assert expected_labels(np.array([0.5, 0.2, 1.0, 1.0]), np.array([0.5, 0.0, 0.5, 1.0])) == pytest.approx(
+        [1 / 3, 0.2, 1.0, 0.0])  # the last pair is always clicked
 
 
 def test_simulated_test_labels_are_draws_of_their_gains():

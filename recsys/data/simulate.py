@@ -67,9 +67,11 @@ class CandidateSet:
 
 def expected_labels(gamma: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """E[R | not clicked] = gamma (1 - theta) / (1 - theta gamma) for R ~ Bern(gamma) and
-    exposure O ~ Bern(theta), a click being O * R (float32)."""
+    exposure O ~ Bern(theta), a click being O * R (float32); 0 where a click is certain."""
     gamma, theta = np.asarray(gamma, np.float64), np.asarray(theta, np.float64)
-    return (gamma * (1 - theta) / (1 - theta * gamma)).astype(np.float32)
+    unclicked = 1 - theta * gamma
+    out = np.divide(gamma * (1 - theta), unclicked, out=np.zeros_like(unclicked), where=unclicked > 0)
+    return out.astype(np.float32)
 
 
 @dataclass(frozen=True)
