@@ -214,7 +214,8 @@ def summary(rows: pd.DataFrame, columns) -> list[str]:
     columns = [c for c in columns if c in rows]
     lines = ["| model | " + " | ".join(columns) + " | epochs |", "|---" * (len(columns) + 2) + "|"]
     for label, group in rows.groupby("label", sort=False):
-        cells = [f"{group[c].mean():.4f} ± {group[c].std(ddof=0):.4f}" if len(group) > 1
+        cells = ["–" if group[c].isna().all()  # a column earlier runs did not write
+                 else f"{group[c].mean():.4f} ± {group[c].std(ddof=0):.4f}" if len(group) > 1
                  else f"{group[c].mean():.4f}" for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " | "
                      + "/".join(str(int(e)) for e in group["epochs"]) + " |")
