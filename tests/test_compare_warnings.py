@@ -16,7 +16,7 @@ def split_from_pairs(train_pairs, test_pairs):
     full = Interactions.from_frame(pd.DataFrame(sorted(set(train_pairs) | set(test_pairs)),
                                                 columns=["user_id", "item_id"]))
     rows, cols = full.coo
-    pairs = list(zip(full.user_map.ids[rows], full.item_map.ids[cols]))
+    pairs = list(zip(full.user_map.ids[rows], full.item_map.ids[cols], strict=True))
     in_train = np.array([p in set(train_pairs) for p in pairs])
     in_test = np.array([p in set(test_pairs) for p in pairs])
     return full.with_pairs(rows, cols, in_train), full.with_pairs(rows, cols, in_test)
