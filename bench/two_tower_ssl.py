@@ -81,16 +81,26 @@ VALID_COLUMNS = ("ndcg@20", "tail_recall@20", "tail50_recall@20")
 VALID_SEED = 1000  # the validation carve-out's seed is the split seed + this
 
 
-def movielens(folder: Path) -> tuple[Interactions, pd.DataFrame, pd.DataFrame | None, dict]:
-    """Interactions, item and user feature frames, and the item file's separators."""
+def movielens(folder: Path, title_words: bool = False
+              ) -> tuple[Interactions, pd.DataFrame, pd.DataFrame | None, dict]:
+    """Interactions, item and user feature frames, and the item file's separators. With
+    `title_words` the items also get the lower-cased words of their titles (multi-valued)."""
     data = Interactions.from_frame(read_atomic(folder / "ml-100k.inter"))
-    items = read_atomic(folder / "ml-100k.item")[["item_id", "class", "release_year"]]
+    items = read_atomic(folder / "ml-100k.item")
+    if title_words:
+        words = items["movie_title"].astype(str).str.lower().str.findall(r"[a-z0-9']+")
+        items = items.assign(title=words.str.join(" "))
+        items = items[["item_id", "class", "release_year", "title"]]
+        seps = {"class": " ", "title": " "}
+    else:
+        items = items[["item_id", "class", "release_year"]]
+        seps = {"class": " "}
     users = read_atomic(folder / "ml-100k.user")
     age = pd.to_numeric(users["age"])
     users = pd.DataFrame({"user_id": users["user_id"], "gender": users["gender"],
                           "occupation": users["occupation"],
                           "age": pd.cut(age, AGE_BUCKETS, right=False).astype(str)})
-    return data, items, users, {"class": " "}
+    return data, items, users, seps
 
 
 def simulated(seed: int) -> tuple[Interactions, pd.DataFrame, None, dict]:
@@ -134,9 +144,10 @@ class ColdScorer:
 
 
 @lru_cache(maxsize=4)
-def load(dataset: str, seed: int, folder: Path):
+def load(dataset: str, seed: int, folder: Path, title_words: bool = False):
     """prepare() of a data set and seed (once per process)."""
-    return prepare(*(movielens(folder) if dataset == "ml-100k" else simulated(seed)), seed=seed)
+    return prepare(*(movielens(folder, title_words) if dataset == "ml-100k" else simulated(seed)),
+                   seed=seed)
 
 
 def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict, device: str,
@@ -149,7 +160,7 @@ def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict
     if args.stop_at and time.time() > args.stop_at:
         return {**row, "skipped": 1}
     torch.set_num_threads(args.threads)
-    train, test, cold_test, cold_items = load(dataset, seed, args.data)
+    train, test, cold_test, cold_items = load(dataset, seed, args.data, args.title_words)
     if phase == "valid":
         train, test = holdout(train, 0.2, seed=seed + VALID_SEED)
     start = time.perf_counter()
@@ -269,6 +280,8 @@ def report(rows: pd.DataFrame, datasets: list[str], folder: Path) -> dict[str, l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
+    ap.add_argument("--title-words", action="store_true",
+                    help="MovieLens items also get the words of their titles as a feature")
     ap.add_argument("--datasets", default="ml-100k,simulated")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--simulated-seeds", help="seeds of the simulated data set (default: --seeds)")
