@@ -220,5 +220,4 @@ def generated(n_users: int, n_items: int, dim: int, densities: list[float], n_re
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    sys.path.remove(str(Path(__file__).resolve().parent))  # bench/serving.py is not `serving`
     serve(sys.argv[2], int(sys.argv[3]), "--dense" in sys.argv[4:])

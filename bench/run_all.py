@@ -81,7 +81,7 @@ BENCHES: dict[str, Bench] = {
         quick=("--datasets", "simulated", "--seeds", "0", "--epochs", "3",
                "--models", "two_tower ssl=none,two_tower ssl=cfm"),
         full=("--data", "{data}")),
-    "serving": Bench(
+    "serving_latency": Bench(
         quick=("--items", "2000", "--users", "2000", "--concurrency", "1", "--requests", "200"),
         device=False),
     "llmrec": Bench(quick=("--data", "{data}", "--seeds", "0", "--skip-llm", "--json", "{tmp}/llmrec.json"),

@@ -1,6 +1,6 @@
 """Our scoring endpoint against `mlflow models serve` on the same exported model, in one run.
 
-    python bench/serving.py [--items 10000,100000] [--users 20000] [--concurrency 1,4]
+    python bench/serving_latency.py [--items 10000,100000] [--users 20000] [--concurrency 1,4]
                             [--requests 2000] [--k 10]
 
 For each catalogue size: trains an ALS model on generated data, exports it as the MLflow pyfunc
