@@ -2,6 +2,7 @@
 by level, persistence, and the CLI on graded files."""
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,14 @@ def test_scores_are_the_cumulative_logits_of_the_deepest_level(nested):
     p = nested.score(users, items, probabilities=True)
     assert p.shape == (20, 30, 3)
     assert torch.allclose(p, torch.sigmoid(z - nested.thresholds_), atol=1e-6)
+
+
+def test_a_lowered_scale_is_reported_once_per_fit_with_its_refit(sim, caplog):
+    with caplog.at_level(logging.INFO, logger="recsys"):
+        model = create_model("gnolr", **{**FAST, "scale": 6.0, "epochs": 2, "valid_frac": 0.1,
+                                         "refit": True}).fit(sim.train)
+    assert model.fit_info_["scale_lowered"]
+    assert sum("scale lowered" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_level_probabilities_are_ordered_even_when_the_scale_exceeds_the_gaps(sim):

@@ -187,7 +187,8 @@ class GNOLR(TorchRecommender):
             lowered = {self.level_names_[k + 1]: round(float(s), 4)
                        for k, s in enumerate(scales[1:]) if s < self.scale}
             if lowered:
-                log.info("gnolr: scale lowered to fit the base-rate gaps of levels %s", lowered)
+                if "scale_lowered" not in self.fit_info_:  # once a fit, not again for its refit
+                    log.info("gnolr: scale lowered to fit the base-rate gaps of levels %s", lowered)
                 self.fit_info_["scale_lowered"] = lowered
         self.fit_info_["base_rates"] = [round(float(b), 6) for b in base]
         thresholds = Thresholds(init, min_steps, self.learn_thresholds)
