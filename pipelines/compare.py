@@ -168,16 +168,15 @@ def data_inputs(data: Prepared, config: CompareConfig, fp: str) -> list[tuple[Da
                                     "recsys.rule": data.rule[:500]})
         name = "simulated"
     test_fp = fingerprint(data.test, data.rule)
-    with no_integer_schema_hint():
-        return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
-                                         digest=digest[:DIGEST_CHARS]), context)
-                for part, context, digest in ((data.train, "training", fp),
-                                              (data.test, "testing", test_fp))]
+    return [(mlflow.data.from_pandas(part.to_frame(), source=source, name=f"{name} {context}",
+                                     digest=digest[:DIGEST_CHARS]), context)
+            for part, context, digest in ((data.train, "training", fp), (data.test, "testing", test_fp))]
 
 
 def log_inputs(inputs: list[tuple[Dataset, str]]) -> None:
-    for dataset, context in inputs:
-        mlflow.log_input(dataset, context=context)
+    with no_integer_schema_hint():  # MLflow infers the datasets' schemas as it logs them
+        for dataset, context in inputs:
+            mlflow.log_input(dataset, context=context)
 
 
 def _run_one(model_cfg: ModelConfig, params, name, data: Prepared, config: CompareConfig, fp, inputs):
