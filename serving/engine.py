@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.data.features import first_repeat
 from recsys.data.interactions import Interactions
 from recsys.data.request_features import feature_row, unknown_values
 from recsys.errors import RecsysError
@@ -50,10 +51,10 @@ class ItemAttributes:
         if not known.any():  # another catalogue's file (or ids written another way)
             raise RecsysError(f"{source}: none of its {len(idx)} item ids is an item of the model "
                               f"(its first: {short(frame['item_id'].iloc[0])})")
-        repeated = pd.Index(np.where(known, idx, -1 - np.arange(len(idx)))).duplicated()
-        if repeated.any():  # two rows for one item: neither may win silently
-            row = int(np.argmax(repeated))
-            first = int(np.argmax(idx == idx[row]))
+        # unknown rows get distinct negative keys: only known items can repeat
+        repeat = first_repeat(np.where(known, idx, -1 - np.arange(len(idx))))
+        if repeat is not None:  # two rows for one item: neither may win silently
+            first, row = repeat
             raise RecsysError(f"{source}: item {short(frame['item_id'].iloc[row])} appears twice "
                               f"(rows {first + 1} and {row + 1}); one row per item")
         self.unknown_rows = int((~known).sum())

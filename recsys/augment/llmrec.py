@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.atomic import atomic_dir
-from recsys.data.features import FeatureTable
+from recsys.data.features import FeatureTable, first_repeat
 from recsys.data.idmap import IdMap
 from recsys.data.interactions import Interactions
 from recsys.data.io import check_ids, require_columns
@@ -158,10 +158,9 @@ class Augmentation:
         def texts(file: str, col: str, idmap: IdMap) -> np.ndarray:
             frame = _read_text_csv(path / file, [col, "text"])
             index = lookup(frame, col, idmap, file)
-            repeated = pd.Index(index).duplicated()
-            if repeated.any():  # two texts for one id: neither may win silently
-                row = int(np.argmax(repeated))
-                first = int(np.argmax(index == index[row]))
+            repeat = first_repeat(index)
+            if repeat is not None:  # two texts for one id: neither may win silently
+                first, row = repeat
                 raise DataError(f"{path / file}: {col} {frame[col].iloc[row]!r} appears twice "
                                 f"(rows {first + 1} and {row + 1}); one text per id")
             out = np.asarray([str(i) for i in idmap.ids], dtype=object)

@@ -47,6 +47,17 @@ def _row(position: int) -> int:
     return int(position) + 1
 
 
+def first_repeat(values: np.ndarray) -> tuple[int, int] | None:
+    """(first, repeat): 0-based positions of a value's first occurrence and of its repeat, for
+    the earliest repeat in `values`; None when every value is unique (for errors naming both rows)."""
+    index = pd.Index(values)
+    repeated = index.duplicated()
+    if not repeated.any():
+        return None
+    row = int(np.argmax(repeated))
+    return int(np.argmax(index == index[row])), row
+
+
 def show_value(value: object, limit: int = 60) -> str:
     """A cell as an error message shows it: text quoted, anything long cut."""
     text = repr(value) if isinstance(value, str) else str(value)
@@ -683,10 +694,9 @@ def _frame_ids(frame: pd.DataFrame, id_col: str, source: str) -> np.ndarray:
     if empty.any():
         raise DataError(f"{source}: column {id_col!r} row {_row(np.argmax(empty))}: missing id")
     ids = normalize_ids(column)
-    dup = pd.Index(ids).duplicated()
-    if dup.any():
-        pos = int(np.argmax(dup))
-        first = int(np.flatnonzero(pd.Index(ids) == ids[pos])[0])
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        first, pos = repeat
         raise DataError(f"{source}: id {show_value(ids[pos])} appears twice in column {id_col!r} "
                         f"(rows {_row(first)} and {_row(pos)}); one row per id")
     return ids
