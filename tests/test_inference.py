@@ -18,6 +18,8 @@ def fitted(small_data):
         "als": create_model("als", factors=8, iterations=4, progress=False).fit(small_data),
         "bpr": create_model("bpr", factors=8, iterations=20, progress=False).fit(small_data),
         "mf": create_model("mf", factors=8, epochs=3, progress=False).fit(small_data),
+        "mf+bias": create_model("mf", item_bias=True, factors=8, epochs=3,
+                                progress=False).fit(small_data),
         "pop": create_model("pop").fit(small_data),
     }
 
@@ -124,7 +126,7 @@ def closed_form(items: np.ndarray, row: np.ndarray, alpha: float, ridge: float,
     return np.concatenate([x, np.ones(fixed)])
 
 
-@pytest.mark.parametrize("name", ["mf", "bpr"])
+@pytest.mark.parametrize("name", ["mf", "mf+bias", "bpr"])
 @pytest.mark.parametrize("budget", [2**22, 200])  # one group, or many groups of similar length
 def test_least_squares_fold_in_matches_the_closed_form(fitted, small_data, name, budget, monkeypatch):
     monkeypatch.setattr("recsys.models.factor.FOLD_IN_BUDGET", budget)

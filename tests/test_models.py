@@ -139,6 +139,63 @@ def test_all_pairs_weighs_each_half_of_a_batch_by_its_share_of_the_cells(loss, s
         assert per_batch[all_pairs].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["bpr", "bce"])
+def test_item_bias_is_added_to_each_score_and_exported_as_a_factor_column(loss, split_data,
+                                                                          tmp_path):
+    """score(u, i) = u.v_i + b_i in the batch loss, in the exported factors (a user column of
+    ones against a bias column) and after a save/load round trip."""
+    import torch.nn.functional as F
+
+    from recsys.models.persist import save_model
+
+    train = split_data.train
+    model = create_model("mf", loss=loss, item_bias=True, reg=0.0, factors=4, epochs=2,
+                         valid_frac=0.0, progress=False, device="cpu").fit(train)
+    u, i, b = (model.module_.users.weight, model.module_.items.weight,
+               model.module_.item_bias)
+    assert b.abs().sum() > 0  # trained away from its zero start
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([9, 10, 11])
+    s_pos = (u[users] * i[pos]).sum(1) + b[pos]
+    s_neg = (u[users] * i[neg]).sum(1) + b[neg]
+    if loss == "bpr":
+        expected = -F.logsigmoid(s_pos - s_neg).mean()
+    else:
+        expected = (-F.logsigmoid(s_pos).sum() - F.logsigmoid(-s_neg).sum()) / 6
+    got = (model._batch_loss(users, pos, neg) if loss == "bpr"
+           else model._batch_loss(users, pos, users, neg))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    dense = (u @ i.T + b).detach()
+    assert torch.allclose(model.score(np.arange(train.n_users)), dense, atol=1e-5)
+    assert model.fixed_user_columns == 1 and torch.all(model.user_factors()[:, -1] == 1)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.fixed_user_columns == 1
+    assert torch.allclose(loaded.score(np.arange(train.n_users)), dense, atol=1e-5)
+
+
+def test_item_bias_learns_item_popularity():
+    """With one factor and a strong penalty on it, BPR's item bias carries the ranking that
+    item popularity gives: the biases order items as their click counts do."""
+    import scipy.sparse as sp
+    from scipy.stats import spearmanr
+
+    from recsys import Interactions
+    from recsys.data import IdMap
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 40
+    clicks_per_item = np.linspace(5, 200, n_items).astype(int)
+    rows = np.concatenate([rng.choice(n_users, c, replace=False) for c in clicks_per_item])
+    cols = np.repeat(np.arange(n_items), clicks_per_item)
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+                           shape=(n_users, n_items))
+    train = Interactions(matrix, IdMap(np.arange(n_users)), IdMap(np.arange(n_items)))
+    model = create_model("mf", item_bias=True, factors=1, reg=1.0, epochs=30, lr=0.05,
+                         valid_frac=0.0, progress=False, device="cpu").fit(train)
+    rho = spearmanr(model.module_.item_bias.detach().numpy(), train.item_popularity).statistic
+    assert rho > 0.9
+
+
 def test_unbiased_presets_compute_or_take_propensities(split_data, tmp_path):
     from recsys.data.propensity import item_propensity
 

@@ -14,7 +14,7 @@ from recsys.data.sampling import PairSampler
 from recsys.losses import bce_loss, bpr_loss, relmf_loss, ubpr_loss, wmf_loss
 from recsys.models.base import register, register_preset
 from recsys.models.params import NonNegative, Positive, Probability
-from recsys.models.space import Float, Int
+from recsys.models.space import Choice, Float, Int
 from recsys.models.sparse import SparseTables
 from recsys.models.torch_model import TorchRecommender, auto_batch_size, sqrt_scaled_lr
 from recsys.train import StepFunctions
@@ -26,14 +26,23 @@ Loss = Literal["bpr", "ubpr", "bce", "wmf", "relmf"]
 
 
 class Embeddings(nn.Module):
-    """User and item embedding tables; a score is their dot product."""
+    """User and item embedding tables, and optionally an item bias; a score is the dot product
+    plus the item's bias. The bias is a 1-D parameter, so dynamic sparsity (which sparsifies
+    2-D tables) leaves it dense."""
 
-    def __init__(self, n_users: int, n_items: int, factors: int) -> None:
+    def __init__(self, n_users: int, n_items: int, factors: int, item_bias: bool) -> None:
         super().__init__()
         self.users = nn.Embedding(n_users, factors)
         self.items = nn.Embedding(n_items, factors)
         nn.init.normal_(self.users.weight, std=0.1)
         nn.init.normal_(self.items.weight, std=0.1)
+        self.item_bias = nn.Parameter(torch.zeros(n_items)) if item_bias else None
+
+    def scores(self, u: torch.Tensor, i: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores [n] of n pairs from their looked-up user and item rows `u`, `i` [n, factors]
+        and the item indices `items` [n]."""
+        scores = (u * i).sum(-1)
+        return scores if self.item_bias is None else scores + self.item_bias[items]
 
 
 @register("mf")
@@ -56,7 +65,10 @@ class MF(SparseTables, TorchRecommender):
     unbiased for the relevance loss only with all_pairs: with equal halves its minimiser is
     not gamma but w gamma / (1 + (w - 1) theta gamma), w = unobserved cells / clicks, which
     for pairs with w theta gamma >> 1 ranks by 1 / theta (against exposure).
-    `reg` is an L2 penalty on the batch's embeddings.
+    `reg` is an L2 penalty on the batch's embeddings (and item biases). `item_bias` adds a
+    learned bias per item, as implicit's BPR has and Saito et al.'s semi-synthetic MF (user and
+    global biases shift all of a user's scores alike, so they cannot change a ranking and are
+    left out); it is exported as a last item-factor column matched by a user column of ones.
     `density` < 1 trains both tables sparse (dynamic sparse learning, `SparseTables`).
     Propensities come from `train.propensity` or item popularity ((n_i / max n)^eta); the
     unbiased losses select their epoch on SNIPS recall.
@@ -71,6 +83,7 @@ class MF(SparseTables, TorchRecommender):
     per_pair: Literal["auto", "log", "square"] = "auto"
     beta: NonNegative[float] | None = None
     all_pairs: bool = False
+    item_bias: bool = False
 
     test_params: ClassVar[dict] = {"factors": 16, "epochs": 15, "lr": 0.01}
     # what `recsys tune` searches (the loss-specific parameters only for their losses)
@@ -81,7 +94,12 @@ class MF(SparseTables, TorchRecommender):
         "eta": Float(0.0, 1.0, when={"loss": UNBIASED}),  # eta 0 turns reweighting off
         "clip": Float(1e-2, 0.5, log=True, when={"loss": UNBIASED}),
         "beta": Float(0.5, 8.0, log=True, when={"loss": UNBIASED}),
+        "item_bias": Choice((False, True)),
     }
+
+    @property
+    def fixed_user_columns(self) -> int:
+        return int(self.item_bias)
 
     def propensities(self, train: Interactions) -> Propensity | None:
         if self.loss not in UNBIASED:
@@ -90,7 +108,7 @@ class MF(SparseTables, TorchRecommender):
         return propensity.with_clip(max(propensity.clip, self.clip))
 
     def build(self, train: Interactions, device: torch.device) -> nn.Module:
-        module = Embeddings(train.n_users, train.n_items, self.factors).to(device)
+        module = Embeddings(train.n_users, train.n_items, self.factors, self.item_bias).to(device)
         self.click_share_ = train.nnz / (train.n_users * train.n_items)
         batch = self.batch_size or self.auto_batch(train, device)
         if not self.batch_size:
@@ -122,7 +140,11 @@ class MF(SparseTables, TorchRecommender):
                 for users, pos, _ in self.sampler_)
 
     def export(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module_.users.weight, self.module_.items.weight
+        users, items = self.module_.users.weight, self.module_.items.weight
+        if self.module_.item_bias is None:
+            return users, items
+        ones = torch.ones(len(users), 1, dtype=users.dtype, device=users.device)
+        return torch.cat([users, ones], 1), torch.cat([items, self.module_.item_bias[:, None]], 1)
 
     def _batch_loss(self, users: torch.Tensor, pos: torch.Tensor, *drawn: torch.Tensor):
         """The loss of one batch (users, clicked items, then the sampled items, or the users
@@ -131,18 +153,19 @@ class MF(SparseTables, TorchRecommender):
         if self.loss in PAIRWISE:
             (neg,) = drawn
             u, i, j = module.users(users), module.items(pos), module.items(neg)
+            s_i, s_j = module.scores(u, i, pos), module.scores(u, j, neg)
             if self.loss == "bpr":
-                per_pair = bpr_loss(_dot(u, i), _dot(u, j))
+                per_pair = bpr_loss(s_i, s_j)
             else:
-                per_pair = ubpr_loss(_dot(u, i), _dot(u, j), propensity(users, pos),
+                per_pair = ubpr_loss(s_i, s_j, propensity(users, pos),
                                      sampler.is_positive(users, neg).float(),
                                      propensity(users, neg), beta=self.beta)
-            return per_pair.mean() + self.reg * _l2(u, i, j)
+            return per_pair.mean() + self.reg * _l2(u, i, j, *self._biases(pos, neg))
         nu, ni = drawn
         all_users, all_items = torch.cat([users, nu]), torch.cat([pos, ni])
         clicks = torch.cat([torch.ones_like(users), torch.zeros_like(nu)]).float()
         u, i = module.users(all_users), module.items(all_items)
-        logits = _dot(u, i)
+        logits = module.scores(u, i, all_items)
         kind = self.per_pair if self.per_pair != "auto" else (
             "square" if self.loss == "relmf" else "log")
         if self.loss == "bce":
@@ -156,15 +179,18 @@ class MF(SparseTables, TorchRecommender):
             share = torch.full_like(per_pair, 2 * self.click_share_)
             share[len(users):] = 2 * (1 - self.click_share_)
             per_pair = per_pair * share
-        return per_pair.mean() + self.reg * _l2(u, i)
+        return per_pair.mean() + self.reg * _l2(u, i, *self._biases(all_items))
+
+    def _biases(self, *items: torch.Tensor) -> list[torch.Tensor]:
+        """The item biases of each index tensor in `items` (none without `item_bias`), for
+        the L2 penalty."""
+        bias = self.module_.item_bias
+        return [] if bias is None else [bias[i] for i in items]
 
 
-def _dot(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-    return (u * i).sum(-1)
-
-
-def _l2(*embs: torch.Tensor) -> torch.Tensor:
-    return sum(e.pow(2).sum() for e in embs) / (2 * len(embs[0]))
+def _l2(first: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    """Half the sum of squares of the tensors, per pair of the batch (`first`'s rows)."""
+    return sum(e.pow(2).sum() for e in (first, *rest)) / (2 * len(first))
 
 
 # SNIPS validation is noisy: warm-up and a longer patience keep an early peak from ending
