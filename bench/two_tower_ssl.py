@@ -2,6 +2,7 @@
 
     python bench/two_tower_ssl.py --data ../shared/data/ml-100k [--seeds 0,1,2] [--device cpu|cuda]
                         [--datasets ml-100k,simulated] [--epochs 100] [--json OUT]
+                        [--title-words] [--title-vectors NPY] [--train-share 0.25]
                         [--select ml-100k --select-seeds 0,1,2 --alphas 0.05,0.2,1
                          --ssl-temperatures 0.1,0.5 --ssl-dropouts 0.1,0.3]
                         [--simulated-seeds 0,1,2] [--jobs N --devices cuda:0,cuda:1]
@@ -79,22 +80,42 @@ COLUMNS = ("ndcg@20", "recall@20", "tail_recall@20", "tail50_recall@20", "tail_s
            "cold_recall@20", "cold_ndcg@20")
 VALID_COLUMNS = ("ndcg@20", "tail_recall@20", "tail50_recall@20")
 VALID_SEED = 1000  # the validation carve-out's seed is the split seed + this
+SHARE_SEED = 2000  # the seed of `--train-share`'s subsample is the split seed + this
 
 
-def movielens(folder: Path, title_words: bool = False
+def title_vectors(items: pd.DataFrame, file: Path) -> np.ndarray:
+    """Sentence vectors (all-MiniLM-L6-v2, unit length) of the items' titles, one row per row
+    of `items`; computed once and kept in `file` (.npy), so that a machine without the encoder
+    reads them from there."""
+    if file.is_file():
+        vectors = np.load(file)
+        if len(vectors) != len(items):
+            raise SystemExit(f"{file}: {len(vectors)} vectors for {len(items)} items")
+        return vectors
+    from recsys.augment.text import TextEncoder
+
+    vectors = TextEncoder(device="cpu").encode(items["movie_title"].astype(str).tolist())
+    np.save(file, vectors)
+    return vectors
+
+
+def movielens(folder: Path, title_words: bool = False, title_vecs: Path | None = None
               ) -> tuple[Interactions, pd.DataFrame, pd.DataFrame | None, dict]:
     """Interactions, item and user feature frames, and the item file's separators. With
-    `title_words` the items also get the lower-cased words of their titles (multi-valued)."""
+    `title_words` the items also get the lower-cased words of their titles (multi-valued); with
+    `title_vecs` the sentence vectors of their titles (dense, `title_vectors`)."""
     data = Interactions.from_frame(read_atomic(folder / "ml-100k.inter"))
     items = read_atomic(folder / "ml-100k.item")
+    columns, seps = ["item_id", "class", "release_year"], {"class": " "}
+    if title_vecs is not None:
+        items = items.assign(title_vec=list(title_vectors(items, title_vecs)))
+        columns.append("title_vec")
     if title_words:
         words = items["movie_title"].astype(str).str.lower().str.findall(r"[a-z0-9']+")
         items = items.assign(title=words.str.join(" "))
-        items = items[["item_id", "class", "release_year", "title"]]
-        seps = {"class": " ", "title": " "}
-    else:
-        items = items[["item_id", "class", "release_year"]]
-        seps = {"class": " "}
+        columns.append("title")
+        seps["title"] = " "
+    items = items[columns]
     users = read_atomic(folder / "ml-100k.user")
     age = pd.to_numeric(users["age"])
     users = pd.DataFrame({"user_id": users["user_id"], "gender": users["gender"],
@@ -112,8 +133,10 @@ def simulated(seed: int) -> tuple[Interactions, pd.DataFrame, None, dict]:
 
 
 def prepare(data: Interactions, items: pd.DataFrame, users: pd.DataFrame | None, seps: dict,
-            seed: int):
-    """(train with features, warm test, cold test, cold item indices)."""
+            seed: int, train_share: float = 1.0):
+    """(train with features, warm test, cold test, cold item indices). With `train_share` < 1
+    only that share of each user's training pairs is kept (the test split is unchanged): the
+    paper's question of how SSL fares as training data gets scarce."""
     rng = np.random.default_rng(seed)
     cold = np.zeros(data.n_items, bool)
     cold[rng.choice(data.n_items, int(round(COLD_FRAC * data.n_items)), replace=False)] = True
@@ -121,6 +144,8 @@ def prepare(data: Interactions, items: pd.DataFrame, users: pd.DataFrame | None,
     warm = data.with_pairs(rows, cols, ~cold[cols])
     cold_pairs = data.with_pairs(rows, cols, cold[cols])
     train, test = holdout(warm, 0.2, seed=seed)
+    if train_share < 1:
+        train = holdout(train, 1 - train_share, seed=seed + SHARE_SEED).train
     trained = train.item_map.to_ids(np.flatnonzero(train.item_popularity > 0))
     table = FeatureTable.from_frame(items, "item_id", ids=train.item_map, fit_ids=trained,
                                     seps=seps, kinds={"release_year": "categorical"}
@@ -144,10 +169,16 @@ class ColdScorer:
 
 
 @lru_cache(maxsize=4)
-def load(dataset: str, seed: int, folder: Path, title_words: bool = False):
+def load(dataset: str, seed: int, folder: Path, title_words: bool = False,
+         title_vecs: Path | None = None, train_share: float = 1.0):
     """prepare() of a data set and seed (once per process)."""
-    return prepare(*(movielens(folder, title_words) if dataset == "ml-100k" else simulated(seed)),
-                   seed=seed)
+    source = (movielens(folder, title_words, title_vecs) if dataset == "ml-100k"
+              else simulated(seed))
+    return prepare(*source, seed=seed, train_share=train_share)
+
+
+def loaded(dataset: str, seed: int, args):
+    return load(dataset, seed, args.data, args.title_words, args.title_vectors, args.train_share)
 
 
 def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict, device: str,
@@ -160,7 +191,7 @@ def run(phase: str, dataset: str, seed: int, label: str, name: str, params: dict
     if args.stop_at and time.time() > args.stop_at:
         return {**row, "skipped": 1}
     torch.set_num_threads(args.threads)
-    train, test, cold_test, cold_items = load(dataset, seed, args.data, args.title_words)
+    train, test, cold_test, cold_items = loaded(dataset, seed, args)
     if phase == "valid":
         train, test = holdout(train, 0.2, seed=seed + VALID_SEED)
     start = time.perf_counter()
@@ -257,7 +288,7 @@ def paired(rows: pd.DataFrame, metrics=("tail_recall@20", "tail50_recall@20", "n
     return lines
 
 
-def report(rows: pd.DataFrame, datasets: list[str], folder: Path) -> dict[str, list[dict]]:
+def report(rows: pd.DataFrame, datasets: list[str], args) -> dict[str, list[dict]]:
     """Print the test tables (per data set: the summary over seeds, the paired differences
     against ssl=none); return the test rows by data set."""
     out = {}
@@ -267,7 +298,7 @@ def report(rows: pd.DataFrame, datasets: list[str], folder: Path) -> dict[str, l
         done = rows[(rows["dataset"] == dataset) & (rows["phase"] == "test")]
         if done.empty:
             continue
-        train, _, _, cold_items = load(dataset, int(done["seed"].iloc[0]), folder)
+        train, _, _, cold_items = loaded(dataset, int(done["seed"].iloc[0]), args)
         print(f"\n## {dataset}: {train.n_users} users, {train.n_items} items "
               f"({len(cold_items)} cold; random cold Recall@20 ~ {K / len(cold_items):.3f}), "
               f"test seeds {sorted(done['seed'].unique().tolist())}")
@@ -282,6 +313,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
     ap.add_argument("--title-words", action="store_true",
                     help="MovieLens items also get the words of their titles as a feature")
+    ap.add_argument("--title-vectors", type=Path, metavar="NPY",
+                    help="MovieLens items also get sentence vectors of their titles (dense), "
+                         "read from NPY or computed into it (needs the [text] extra)")
+    ap.add_argument("--train-share", type=float, default=1.0,
+                    help="keep this share of each user's training pairs (test unchanged)")
     ap.add_argument("--datasets", default="ml-100k,simulated")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--simulated-seeds", help="seeds of the simulated data set (default: --seeds)")
@@ -309,7 +345,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.summarize:
         report(pd.concat([pd.read_csv(p) for p in args.summarize], ignore_index=True),
-               args.datasets.split(","), args.data)
+               args.datasets.split(","), args)
         return
     args.stop_at = time.time() + args.stop_after if args.stop_after else 0
     devices = (args.devices or args.device).split(",")
@@ -362,7 +398,7 @@ def main() -> None:
                 models[label] = (name, params)
         todo += cells("test", dataset, seeds, models)
     run_cells(run, on_devices(todo), args, args.jobs, keep)
-    everything = report(pd.DataFrame(rows), datasets, args.data)
+    everything = report(pd.DataFrame(rows), datasets, args)
     skipped = sum(1 for r in rows if r.get("skipped"))
     if skipped:
         print(f"{skipped} fits skipped after --stop-after {args.stop_after:g} s")
