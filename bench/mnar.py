@@ -3,7 +3,7 @@
     python bench/mnar.py [--biases 0.5,1.0,1.5] [--seeds 0,1,2] [--users 3000 --items 1500
                          --interactions 40000] [--model "LABEL=NAME:key=value,..." ...]
     python bench/mnar.py --movielens ../shared/data/ml-100k [--powers 1,2,3] ...
-    ... [--tune 20 [--timeout S] [--metric snips_recall@20 | default]] [--references]
+    ... [--tune 20 [--timeout S] [--folds K] [--metric snips_recall@20 | default]] [--references]
 
 Two simulators. By default recsys.data.simulate: latent-factor relevance, Zipf exposure of
 strength `--biases`. With `--movielens`, Saito et al.'s recipe (recsys.data.semisynthetic):
@@ -166,7 +166,7 @@ def run(strength: float, seed: int, label: str, name: str, params: dict, args) -
 
         result = tune(name, train, fixed=params, trials=args.tune, timeout=args.timeout,
                       metric=None if args.metric == "default" else args.metric, seed=seed,
-                      progress=False,
+                      folds=args.folds, progress=False,
                       propensity=true_propensity.with_clip(VALID_CLIP) if args.valid_propensity == "true"
                       else item_propensity(clicks, VALID_ETA, clip=VALID_CLIP))
         model = result.model
@@ -219,6 +219,8 @@ def main() -> None:
     ap.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                     help="tune every model with this many trials on validation first")
     ap.add_argument("--timeout", type=float, help="with --tune: seconds per study")
+    ap.add_argument("--folds", type=int, default=1,
+                    help="with --tune: validation splits per trial (the score is their mean)")
     ap.add_argument("--metric", default="snips_recall@20", help="with --tune: the validation metric "
                     "of every model (default snips_recall@20; 'default': each model's own, NDCG@20 "
                     "for biased losses and SNIPS recall@20 for unbiased ones, as `tune:` in "

@@ -220,10 +220,10 @@ def _tuned(model_cfg: ModelConfig, fixed: dict, train: Interactions):
     t = model_cfg.tune
     space, file_fixed = search_space(model_cfg.name, t.space, source="tune.space")
     result = tune(model_cfg.name, train, fixed={**file_fixed, **fixed}, space=space, trials=t.trials,
-                  timeout=t.timeout, metric=t.metric, valid_frac=t.valid_frac, seed=t.seed,
-                  mlflow_runs=True)
+                  timeout=t.timeout, metric=t.metric, valid_frac=t.valid_frac, folds=t.folds,
+                  seed=t.seed, mlflow_runs=True)
     log_study(result, study_summary(result, trials=t.trials, timeout=t.timeout, seed=t.seed,
-                                    valid_frac=t.valid_frac))
+                                    valid_frac=t.valid_frac, folds=t.folds))
     return result.model
 
 

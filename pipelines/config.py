@@ -62,6 +62,7 @@ class TuneConfig(Strict):
     metric: str | None = None
     space: dict[str, Any] = {}
     valid_frac: float = Field(0.1, gt=0, lt=1)
+    folds: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")

@@ -139,15 +139,20 @@ def _sample(trial, space: Mapping[str, Dimension], base: Mapping[str, Any]) -> d
 def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = None,
          space: Mapping[str, Dimension] | None = None, trials: int | None = 20,
          timeout: float | None = None, metric: str | None = None, valid_frac: float = 0.1,
-         valid_users: int = 10000, propensity: Propensity | None = None, seed: int = 0,
-         mlflow_runs: bool = False, progress: bool = True) -> TuneResult:
+         folds: int = 1, valid_users: int = 10000, propensity: Propensity | None = None,
+         seed: int = 0, mlflow_runs: bool = False, progress: bool = True) -> TuneResult:
     """Search model `name`'s parameters on a validation split of `train`; refit the best.
 
     `fixed` parameters are not searched (preset values are, as starting points); `space`
     defaults to the model's own. The budget is `trials` trials and/or `timeout` seconds,
     whichever ends first. `metric` (default: `default_metric`) is maximised on validation;
     `propensity` weighs IPS metrics (default: the data's own, else from item popularity).
-    The study is seeded by `seed` (sampler, validation split, and the model's `seed`).
+    With `folds` > 1 each trial is fitted and scored on that many validation splits (repeated
+    random holdouts, seeds `seed`, `seed` + 1, ...) and its value is the mean: on small data one
+    split's score is noisy enough to pick a poor trial (bench/RESULTS.md, Saito et al.'s
+    benchmark), and the mean of k splits has about 1/sqrt(k) of its noise, for k times the
+    fits. Pruning reads the first split's epochs.
+    The study is seeded by `seed` (sampler, validation splits, and the model's `seed`).
     With `mlflow_runs`, each trial is logged as a nested run of the active MLflow run.
     """
     optuna = _optuna()
@@ -174,15 +179,13 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
         # early stopping on the metric the study maximises (its k, for the SNIPS ones)
         base["valid_metric"] = metric if kind in RANKING_METRICS else f"recall@{k}"
 
-    fit_part, valid = holdout(train, valid_frac, seed=seed)
-    if valid.nnz == 0:  # every trial would fail on it: say why before the first
+    if not isinstance(folds, int) or folds < 1:
+        raise RecsysError(f"folds must be a positive integer, got {folds!r}")
+    splits = [_ValidSplit(train, valid_frac, seed + f, metric, valid_users,
+                          propensity or train.propensity) for f in range(folds)]
+    if splits[0].valid.nnz == 0:  # every trial would fail on it: say why before the first
         raise RecsysError(f"tune {name}: holding out {valid_frac} of each user's items leaves no "
                           "validation pairs (the users have too few items); raise valid_frac")
-    if train.propensity is not None:  # the split's parts come from the same exposure
-        fit_part = fit_part.with_propensity(train.propensity)
-    users = _valid_users(valid, valid_users, seed)
-    score = validation_scorer(metric, fit_part, valid, propensity=propensity or train.propensity,
-                              users=users)
     warmup = int({**defaults, **base}.get("warmup", 0) or 0)
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
@@ -192,13 +195,19 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
         params = {**base, **_sample(trial, space, base)}
         run = _TrialRun(trial, params, metric, optuna) if mlflow_runs else None
         start = time.perf_counter()
+        values, epochs = [], []
         try:
-            model = create_model(name, **params)
-            model.fit(fit_part, valid=valid, callbacks=[_Pruning(trial, optuna),
-                                                        *(run.callbacks if run else ())])
-            value = float(score(model))
-            if not math.isfinite(value):
-                raise RecsysError(f"validation {metric} is {value}")
+            for fold, split in enumerate(splits):  # the first split's epochs drive pruning
+                model = create_model(name, **params)
+                callbacks = [_Pruning(trial, optuna), *(run.callbacks if run else ())]
+                model.fit(split.fit, valid=split.valid, callbacks=callbacks if fold == 0 else ())
+                value = float(split.score(model))
+                if not math.isfinite(value):
+                    raise RecsysError(f"validation {metric} is {value}"
+                                      + (f" on split {fold + 1} of {folds}" if folds > 1 else ""))
+                values.append(value)
+                epochs.append(getattr(model, "fit_info_", {}).get("best_epoch"))
+            value = sum(values) / folds
         except RecsysError as exc:
             trial.set_user_attr("error", str(exc))
             log.warning("tune %s: trial %d failed: %s", name, trial.number, exc)
@@ -211,8 +220,10 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
             raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
-        if "best_epoch" in getattr(model, "fit_info_", {}):
-            trial.set_user_attr("best_epoch", model.fit_info_["best_epoch"])
+        if epochs[0] is not None:
+            trial.set_user_attr("best_epoch", epochs[0] if folds == 1 else epochs)
+        if folds > 1:
+            trial.set_user_attr("fold_values", values)
         if run:
             run.end("FINISHED", value=value)
         return value
@@ -247,6 +258,18 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
                       table, dict(space), fixed)
 
 
+class _ValidSplit:
+    """One validation split of the training data (`holdout` with `seed`) and its scorer."""
+
+    def __init__(self, train: Interactions, frac: float, seed: int, metric: str, limit: int,
+                 propensity: Propensity | None) -> None:
+        self.fit, self.valid = holdout(train, frac, seed=seed)
+        if train.propensity is not None:  # the split's parts come from the same exposure
+            self.fit = self.fit.with_propensity(train.propensity)
+        self.score = validation_scorer(metric, self.fit, self.valid, propensity=propensity,
+                                       users=_valid_users(self.valid, limit, seed))
+
+
 def _valid_users(valid: Interactions, limit: int, seed: int):
     import numpy as np
 
@@ -265,6 +288,8 @@ def trials_table(study) -> pd.DataFrame:
                      "seconds": t.user_attrs.get("seconds"),
                      "epochs": max(t.intermediate_values, default=None),
                      "best_epoch": t.user_attrs.get("best_epoch"), "error": t.user_attrs.get("error"),
+                     **({"fold_values": t.user_attrs["fold_values"]}
+                        if "fold_values" in t.user_attrs else {}),
                      **t.params})
     return pd.DataFrame(rows)
 
@@ -296,13 +321,14 @@ class _TrialRun:
 
 # ---- the study on disk and in MLflow --------------------------------------------------------
 def study_summary(result: TuneResult, *, trials: int | None, timeout: float | None, seed: int,
-                  valid_frac: float) -> dict[str, Any]:
+                  valid_frac: float, folds: int = 1) -> dict[str, Any]:
     states = result.trials["state"].value_counts().to_dict()
     return {"model": result.model.name, "metric": result.metric, "best_value": result.value,
             "best_trial": result.best_trial, "best_params": result.best_params,
             "params": result.params, "fixed": result.fixed,
             "space": {k: {"kind": type(d).__name__.lower(), **asdict(d)} for k, d in result.space.items()},
             "budget": {"trials": trials, "timeout": timeout}, "seed": seed, "valid_frac": valid_frac,
+            "folds": folds,
             "trials": int(len(result.trials)), "states": states}
 
 

@@ -139,6 +139,20 @@ def test_study_scores_trials_on_validation_and_refits_the_best(train):
     assert result.model.regularization == best["regularization"]
 
 
+def test_folds_score_each_trial_as_the_mean_over_that_many_holdouts(train):
+    result = tune("ease", train, trials=2, folds=3, seed=4, progress=False)
+    best = result.trials.loc[result.trials["value"].idxmax()]
+    scores = []
+    for seed in (4, 5, 6):  # the study's seed, then the next ones
+        fit, valid = holdout(train, 0.1, seed=seed)
+        model = create_model("ease", regularization=best["regularization"]).fit(fit)
+        scores.append(validation_scorer("ndcg@20", fit, valid)(model))
+    assert best["fold_values"] == pytest.approx(scores)
+    assert result.value == pytest.approx(np.mean(scores)) and len(set(scores)) == 3
+    with pytest.raises(RecsysError, match="folds must be a positive integer"):
+        tune("ease", train, trials=1, folds=0, progress=False)
+
+
 def test_fixed_parameters_are_not_searched_and_conditions_apply(train):
     result = tune("mf", train, fixed={**MF_FAST, "loss": "bce"}, trials=3, progress=False)
     assert {"factors", "eta", "clip", "beta"}.isdisjoint(result.trials.columns)
@@ -189,12 +203,13 @@ def test_tune_command_saves_a_model_folder_with_its_study_and_logs_mlflow(
     space.write_text("regularization: {low: 1, high: 1000, log: true}\n")
     out = tmp_path / "tuned"
     assert main(["tune", "--model", "ease", "--train", str(train_file), "--trials", "3",
-                 "--space", str(space), "--out", str(out)]) == 0
+                 "--folds", "2", "--space", str(space), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tuned ease: validation ndcg@20" in printed and "3 complete" in printed
     study = pd.read_csv(out / "study.csv")
     summary = json.loads((out / "study.json").read_text())
     assert len(study) == 3 and summary["best_value"] == pytest.approx(study["value"].max())
+    assert summary["folds"] == 2 and study["fold_values"].notna().all()
     assert (study["regularization"].between(1, 1000)).all()
     model = load_model(out)
     assert model.regularization == summary["params"]["regularization"]

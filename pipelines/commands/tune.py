@@ -49,11 +49,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
         raise RecsysError(f"--valid-frac must be in (0, 1), got {args.valid_frac}")
     train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     options = dict(fixed=fixed, space=space, trials=trials, timeout=args.timeout, metric=args.metric,
-                   valid_frac=args.valid_frac, seed=args.seed)
+                   valid_frac=args.valid_frac, folds=args.folds, seed=args.seed)
 
     def summarize(result):
         return study_summary(result, trials=trials, timeout=args.timeout, seed=args.seed,
-                             valid_frac=args.valid_frac)
+                             valid_frac=args.valid_frac, folds=args.folds)
 
     if args.no_mlflow:
         result = tune(args.model, train, **options)
@@ -85,7 +85,7 @@ def _tune_in_mlflow(args: argparse.Namespace, train, options: dict, summarize):
         mlflow.set_tag("dataset_fingerprint", fingerprint(train, str(args.train)))
         mlflow.log_params({"model": args.model, "train": str(args.train), "trials": options["trials"],
                            "timeout": options["timeout"], "seed": args.seed,
-                           "valid_frac": args.valid_frac,
+                           "valid_frac": args.valid_frac, "folds": args.folds,
                            **{f"fixed.{k}": v for k, v in options["fixed"].items()}})
         result = tune(args.model, train, mlflow_runs=True, **options)
         mlflow.log_param("metric", result.metric)
@@ -119,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "snips_recall@20 (default for unbiased losses)")
     tu.add_argument("--valid-frac", type=float, default=0.1,
                     help="share of each user's training items held out for validation (default 0.1)")
+    tu.add_argument("--folds", type=positive_int, default=1,
+                    help="validation splits per trial, its score their mean (default 1; more "
+                         "cost as many fits and steady the choice on small data)")
     tu.add_argument("--seed", type=int, default=0, help="seed of the sampler, split and models")
     tu.add_argument("--experiment", default="recsys-tune", help="MLflow experiment (default recsys-tune)")
     tu.add_argument("--no-mlflow", action="store_true", help="do not log the study to MLflow")
