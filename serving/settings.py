@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from recsys.errors import RecsysError
+from recsys.env_settings import settings_from_env
 
 ENV_PREFIX = "RECSYS_SERVE_"
 
@@ -31,15 +30,4 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Settings from RECSYS_SERVE_<FIELD> variables, overridden by non-None `overrides`."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            if (raw := os.environ.get(ENV_PREFIX + name.upper())) is not None:
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            raise RecsysError(f"serving setting {field} ({ENV_PREFIX}{field.upper()}): "
-                              f"{first['msg']}") from None
+        return settings_from_env(cls, ENV_PREFIX, "serving setting", overrides)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import string
 import time
@@ -22,11 +21,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tqdm.auto import tqdm
 
 from recsys.atomic import write_text
 from recsys.data.datasets import data_home
+from recsys.env_settings import settings_from_env
 from recsys.errors import RecsysError
 
 ENV_PREFIX = "RECSYS_LLM_"
@@ -65,19 +65,7 @@ class LLMSettings(BaseModel):
     @classmethod
     def from_env(cls, **overrides: Any) -> LLMSettings:
         """Settings from RECSYS_LLM_<FIELD> variables, overridden by non-None `overrides`."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            if (raw := os.environ.get(ENV_PREFIX + name.upper())) is not None:
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            flag = f", or {FLAGS[field]}" if field in FLAGS else ""
-            raise RecsysError(f"LLM setting {field} ({ENV_PREFIX}{field.upper()}{flag}): "
-                              f"{first['msg']}") from None
+        return settings_from_env(cls, ENV_PREFIX, "LLM setting", overrides, FLAGS)
 
 
 @dataclass
