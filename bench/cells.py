@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from recsys.models.base import coerce_params, get_model_class
 
 
-def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
-    """'sgl nd=sgl:view=nd' -> (label, (registry name, params)); a bare name is its own label."""
+def parse_model(spec: str, flags: Collection[str] = ()) -> tuple[str, tuple[str, dict]]:
+    """'sgl nd=sgl:view=nd' -> (label, (registry name, params)); a bare name is its own label
+    and the label may hold '=' ('GNOLR S=2=gnolr:scale=2'). A bench's pseudo-parameters in
+    `flags` are given bare ('relmf:true_propensity') and come back as True."""
     head, _, params = spec.partition(":")
     label, _, name = head.rpartition("=")
-    raw = dict(p.split("=", 1) for p in params.split(",") if p)
-    return label or name, (name, coerce_params(get_model_class(name), raw, model=name))
+    pairs = [p for p in params.split(",") if p]
+    raw = dict(p.split("=", 1) for p in pairs if p not in flags)
+    parsed = coerce_params(get_model_class(name), raw, model=name)
+    return label or name, (name, parsed | {p: True for p in pairs if p in flags})
 
 
 def run_cells(run: Callable[..., dict], cells: Sequence[tuple], args, jobs: int = 1,

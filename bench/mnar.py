@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from cells import parse_model as parse_bench_model
 from cells import run_cells
 
 from recsys import create_model
@@ -63,15 +64,7 @@ def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
 
     The pseudo-parameter `true_propensity` trains on the simulator's true exposure propensities
     instead of ones estimated from item popularity."""
-    from pipelines.commands.train import parse_params
-
-    label, _, rest = spec.rpartition("=") if ":" not in spec else spec.partition("=")
-    name, _, params = rest.partition(":")
-    pairs = [p for p in params.split(",") if p]
-    params = parse_params(name, [p for p in pairs if p != TRUE_PROPENSITY])
-    if TRUE_PROPENSITY in pairs:
-        params[TRUE_PROPENSITY] = True
-    return label or name, (name, params)
+    return parse_bench_model(spec, flags=(TRUE_PROPENSITY,))
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from cells import run_cells
+from cells import parse_model, run_cells
 
 from recsys import create_model
 from recsys.data import Interactions, random_split, read_atomic
@@ -38,15 +38,6 @@ MODELS = {
     "binary per level": ("gnolr", {"objective": "binary"}),
     "binary, levels ignored": ("gnolr", {"objective": "binary", "grade": 1}),
 }
-
-
-def parse_model(spec: str) -> tuple[str, tuple[str, dict]]:
-    """'GNOLR S=2=gnolr:scale=2' -> (label, (registry name, typed params))."""
-    from pipelines.commands.train import parse_params
-
-    label, _, rest = spec.rpartition("=") if ":" not in spec else spec.partition("=")
-    name, _, params = rest.partition(":")
-    return label or name, (name, parse_params(name, [p for p in params.split(",") if p]))
 
 
 @lru_cache(maxsize=2)
