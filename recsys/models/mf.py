@@ -28,9 +28,10 @@ Loss = Literal["bpr", "ubpr", "bce", "wmf", "relmf"]
 class Embeddings(nn.Module):
     """User and item embedding tables, and optionally an item bias; a score is the dot product
     plus the item's bias. The bias is a 1-D parameter, so dynamic sparsity (which sparsifies
-    2-D tables) leaves it dense."""
+    2-D tables) leaves it dense. Off by default: families and benches built on the plain
+    tables (the torch_model docstring's example) construct it with three arguments."""
 
-    def __init__(self, n_users: int, n_items: int, factors: int, item_bias: bool) -> None:
+    def __init__(self, n_users: int, n_items: int, factors: int, item_bias: bool = False) -> None:
         super().__init__()
         self.users = nn.Embedding(n_users, factors)
         self.items = nn.Embedding(n_items, factors)
