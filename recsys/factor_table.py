@@ -138,9 +138,11 @@ class FactorTable:
             self._gram = (version, gram)
         return self._gram[1]
 
-    def norms(self) -> torch.Tensor:
-        """Euclidean norm of each row [n], float32, on the table's device."""
+    def norms(self, columns: int | None = None) -> torch.Tensor:
+        """Euclidean norm of each row [n] over its first `columns` columns (all: None),
+        float32, on the table's device."""
+        data = self.data if columns is None else self.data[:, :columns]
         if self.is_sparse:
-            squares = np.asarray(self.data.multiply(self.data).sum(axis=1), dtype=np.float64)
+            squares = np.asarray(data.multiply(data).sum(axis=1), dtype=np.float64)
             return torch.from_numpy(np.sqrt(squares.ravel()).astype(np.float32))
-        return torch.linalg.vector_norm(self.data, dim=1)
+        return torch.linalg.vector_norm(data, dim=1)

@@ -100,10 +100,15 @@ class Engine:
         self.n_items = len(self.items.ids)
         self.attributes = (ItemAttributes(attributes, self.items, attributes_source)
                            if attributes is not None else None)
-        # /similar's cosine: the item table as the ranker holds it (dense or CSR) and its norms
+        # /similar's cosine: the item table as the ranker holds it (dense or CSR) and the norms
+        # of its first `similar_columns` columns: trailing item-bias columns (those matched by
+        # fixed user columns of ones) are left out, since a bias says how often an item is
+        # picked, not what it is like, and BPR leaves it free up to a shift common to all items
         self.item_table = None if self.ranker.factors is None else self.ranker.factors[1]
         if self.item_table is not None:
-            self.item_norms = self.item_table.norms().clamp_min(1e-12)
+            self.similar_columns = (self.item_table.shape[1]
+                                    - int(getattr(model, "fixed_user_columns", 0)))
+            self.item_norms = self.item_table.norms(self.similar_columns).clamp_min(1e-12)
 
     @property
     def model_name(self) -> str:
@@ -198,7 +203,8 @@ class Engine:
         return self.ranker.score(Query(user_id, history=history, features=features), item_ids)
 
     def similar(self, item_id: Id, k: int) -> Ranked:
-        """The k items with the most similar factors (cosine), the item itself left out."""
+        """The k items with the most similar factors (cosine, item biases left out), the item
+        itself left out."""
         if self.item_table is None:
             raise RequestError(f"similar items need item factors; model {self.model_name!r} has "
                                "none", status=501)
@@ -206,7 +212,9 @@ class Engine:
         if item < 0:
             raise RequestError(f"unknown item_id {short(item_id)}", status=404)
         norms = self.item_norms
-        scores = self.item_table.scores(self.item_table.dense_rows(np.array([item])))
+        query = self.item_table.dense_rows(np.array([item]))  # a copy
+        query[:, self.similar_columns:] = 0  # the bias columns count in neither vector
+        scores = self.item_table.scores(query)
         scores = scores / (norms * norms[item])
         scores[0, item] = float("-inf")
         top, values = top_k(scores, k)

@@ -124,6 +124,36 @@ def test_engine_fallback_score_and_similar(engine, als, small_data):
         engine.similar("nope", 3)
 
 
+@pytest.mark.parametrize("name, params", [
+    ("mf", {"item_bias": True, "epochs": 3}),
+    ("mf", {"item_bias": True, "epochs": 3, "density": 0.2}),  # loaded back as CSR tables
+    ("bpr", {"iterations": 20}),  # implicit's BPR also ends in an item-bias column
+])
+def test_similar_leaves_item_biases_out(small_data, tmp_path, name, params):
+    """/similar is the cosine of the item factors without the bias column (matched by the
+    users' column of ones): unchanged when every bias moves by the same amount, which changes
+    no user's ranking."""
+    model = create_model(name, factors=16, progress=False, **params).fit(small_data)
+    model.save(tmp_path / "m", seen=small_data)
+    model = load_model(tmp_path / "m")
+    assert model.fixed_user_columns == 1
+    assert model.factor_tables()[1].is_sparse == ("density" in params)
+    factors = model.item_factors().numpy()
+    taste = factors[:, :-1]
+    unit = taste / np.maximum(np.linalg.norm(taste, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit[10]
+    cosine[10] = -np.inf
+    expected = small_data.item_map.to_ids(np.argsort(-cosine, kind="stable")[:5]).tolist()
+    item = small_data.item_map.ids[10]
+    got = Engine(model, small_data).similar(item, 5)
+    assert got.item_ids == expected
+    assert np.allclose(got.scores, np.sort(cosine)[::-1][:5], atol=1e-5)
+    shifted = factors.copy()
+    shifted[:, -1] += 3.0
+    model._set_factors(model.user_factors(), shifted)
+    assert Engine(model, small_data).similar(item, 5).item_ids == expected
+
+
 def test_engine_serves_models_without_factors(small_data):
     pop = Engine(create_model("pop").fit(small_data), small_data)
     users = small_data.user_map.ids[1:4].tolist()
