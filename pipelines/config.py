@@ -62,21 +62,22 @@ class TuneConfig(Strict):
     metric: str | None = None
     space: dict[str, Any] = {}
     valid_frac: float = Field(0.1, gt=0, lt=1)
-    folds: int = Field(1, ge=1)
+    folds: int = 1
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def budget_and_metric(self) -> TuneConfig:
-        """A search needs a budget, and its metric is checked before any work."""
+        """A search needs a budget, and its metric and folds are checked before any work."""
+        from pipelines.tune import check_folds, check_metric
+
         if self.trials is None and self.timeout is None:
             raise ValueError("give trials, timeout or both: a search needs a budget")
-        if self.metric is not None:
-            from pipelines.tune import check_metric
-
-            try:
+        try:
+            check_folds(self.folds)
+            if self.metric is not None:
                 check_metric(self.metric)
-            except RecsysError as exc:
-                raise ValueError(str(exc)) from None
+        except RecsysError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -51,6 +52,10 @@ IPS_METRICS = ("snips_recall", "naive_recall", "ips_dcg", "naive_dcg")
 # weights 1/theta capped at 100
 VALID_ETA, VALID_CLIP = 0.5, 0.01
 PRUNE_AFTER = 5  # epochs a trial runs (after the model's own warm-up) before it can be pruned
+# validation splits per trial at most: each is a copy of the training data held for the whole
+# study and a fit per trial, and the mean's noise falls as 1/sqrt(folds), so beyond a few tens
+# a larger value only costs (a huge one would hang building the splits before the first trial)
+MAX_FOLDS = 100
 
 
 @dataclass
@@ -91,6 +96,14 @@ def check_metric(metric: str) -> tuple[str, int]:
         raise RecsysError(f"metric {metric!r} is not METRIC@K with METRIC one of "
                           f"{', '.join((*RANKING_METRICS, *IPS_METRICS))}")
     return name, int(k)
+
+
+def check_folds(folds: Any) -> int:
+    """`folds` as an int in 1..MAX_FOLDS (numpy integers too), else one error line."""
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) \
+            or not 1 <= folds <= MAX_FOLDS:
+        raise RecsysError(f"folds must be an integer from 1 to {MAX_FOLDS}, got {folds!r}")
+    return int(folds)
 
 
 def validation_scorer(metric: str, fit: Interactions, valid: Interactions, *,
@@ -179,8 +192,7 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
         # early stopping on the metric the study maximises (its k, for the SNIPS ones)
         base["valid_metric"] = metric if kind in RANKING_METRICS else f"recall@{k}"
 
-    if not isinstance(folds, int) or folds < 1:
-        raise RecsysError(f"folds must be a positive integer, got {folds!r}")
+    folds = check_folds(folds)
     splits = [_ValidSplit(train, valid_frac, seed + f, metric, valid_users,
                           propensity or train.propensity) for f in range(folds)]
     if splits[0].valid.nnz == 0:  # every trial would fail on it: say why before the first

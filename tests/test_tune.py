@@ -149,8 +149,34 @@ def test_folds_score_each_trial_as_the_mean_over_that_many_holdouts(train):
         scores.append(validation_scorer("ndcg@20", fit, valid)(model))
     assert best["fold_values"] == pytest.approx(scores)
     assert result.value == pytest.approx(np.mean(scores)) and len(set(scores)) == 3
-    with pytest.raises(RecsysError, match="folds must be a positive integer"):
+    with pytest.raises(RecsysError, match="folds must be an integer from 1 to 100, got 0"):
         tune("ease", train, trials=1, folds=0, progress=False)
+
+
+@pytest.mark.parametrize("folds", [101, 10**20, 2.0, True])
+def test_folds_out_of_range_fail_at_once_in_python_the_cli_and_configs(train, train_file,
+                                                                       tmp_path, capsys, folds):
+    """A huge fold count is one error line before any split is built (it used to build them
+    all first, hanging), from Python, the CLI and a compare config alike."""
+    with pytest.raises(RecsysError, match=f"folds must be an integer from 1 to 100, got {folds!r}"):
+        tune("ease", train, trials=1, folds=folds, progress=False)
+    if isinstance(folds, int) and not isinstance(folds, bool):
+        assert main(["tune", "--model", "ease", "--train", str(train_file), "--trials", "1",
+                     "--folds", str(folds), "--no-mlflow", "--out", str(tmp_path / "t")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"recsys: error: folds must be an integer from 1 to 100, got {folds}"]
+        config = tmp_path / "c.yaml"
+        config.write_text("data: {kind: simulate, n_users: 20, n_items: 10, n_interactions: 50}\n"
+                          f"models:\n  - name: ease\n    tune: {{trials: 1, folds: {folds}}}\n")
+        with pytest.raises(RecsysError, match="folds must be an integer from 1 to 100"):
+            load_config(config)
+
+
+def test_folds_take_numpy_integers(train):
+    got = tune("ease", train, trials=1, folds=np.int64(2), progress=False)
+    expected = tune("ease", train, trials=1, folds=2, progress=False)
+    assert got.value == pytest.approx(expected.value)
+    assert got.trials["fold_values"][0] == pytest.approx(expected.trials["fold_values"][0])
 
 
 def test_fixed_parameters_are_not_searched_and_conditions_apply(train):

@@ -34,7 +34,7 @@ def _space_file(path: str):
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from pipelines.tune import study_summary, tune, write_study
+    from pipelines.tune import check_folds, study_summary, tune, write_study
     from recsys.models.space import search_space
 
     check_out(args.out, "folder")
@@ -47,6 +47,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     trials = args.trials if args.trials is not None or args.timeout is not None else 20
     if not 0 < args.valid_frac < 1:
         raise RecsysError(f"--valid-frac must be in (0, 1), got {args.valid_frac}")
+    check_folds(args.folds)  # before the data is read
     train = with_side_files(read_interactions(args.train, level_names=args.levels), **sides)
     options = dict(fixed=fixed, space=space, trials=trials, timeout=args.timeout, metric=args.metric,
                    valid_frac=args.valid_frac, folds=args.folds, seed=args.seed)
@@ -120,8 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tu.add_argument("--valid-frac", type=float, default=0.1,
                     help="share of each user's training items held out for validation (default 0.1)")
     tu.add_argument("--folds", type=positive_int, default=1,
-                    help="validation splits per trial, its score their mean (default 1; more "
-                         "cost as many fits and steady the choice on small data)")
+                    help="validation splits per trial (1 to 100), its score their mean (default 1; "
+                         "more cost as many fits and steady the choice on small data)")
     tu.add_argument("--seed", type=int, default=0, help="seed of the sampler, split and models")
     tu.add_argument("--experiment", default="recsys-tune", help="MLflow experiment (default recsys-tune)")
     tu.add_argument("--no-mlflow", action="store_true", help="do not log the study to MLflow")
