@@ -52,6 +52,8 @@ def test_space_file_overrides_the_models_space_and_types_from_the_parameters():
     ({"lr": {"low": 1e-3}}, "lr: a range needs low and high"),
     ({"lr": {"low": 1e-3, "high": 1, "step": 2}}, "lr: unknown key.*step"),
     ({"factors": {"low": 1.5, "high": 8}}, "factors: an integer search range needs integer bounds"),
+    ({"item_bias": {"low": 0, "high": 1}}, "item_bias: a true/false parameter takes a choice"),
+    ({"item_bias": {"low": 0, "high": 1, "type": "int"}}, "item_bias: a true/false parameter"),
     ([1, 2], "expected a mapping"),
 ])
 def test_bad_space_entries_name_the_parameter(raw, needle):

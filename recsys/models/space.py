@@ -180,6 +180,9 @@ def _dimension(name: str, spec: dict, default: Any, base: Dimension | None) -> D
         if set(spec) != {"choices"} or not isinstance(spec["choices"], list | tuple):
             raise RecsysError("choices takes a list and no other keys")
         return Choice(_choices(spec["choices"]), when=_when(base))
+    if isinstance(default, bool):  # else read as a whole-number range, with a message to match
+        raise RecsysError("a true/false parameter takes a choice such as [false, true], not a "
+                          "range")
     if "low" not in spec or "high" not in spec:
         raise RecsysError("a range needs low and high")
     kind = spec.get("type")
