@@ -48,6 +48,7 @@ class FactorTable:
             data = torch.as_tensor(data, dtype=torch.float32).detach().contiguous()
         self.data = data
         self._gram: tuple[int | None, torch.Tensor] | None = None
+        self._mean_norm: tuple[tuple, float] | None = None
 
     @classmethod
     def held(cls, data: torch.Tensor | np.ndarray | sp.csr_matrix) -> FactorTable:
@@ -137,6 +138,14 @@ class FactorTable:
                 gram += block.double().T @ block.double()
             self._gram = (version, gram)
         return self._gram[1]
+
+    def mean_norm(self, columns: int) -> float:
+        """Mean of `norms(columns)`, computed once like `gram` (every fold-in of a model with
+        item biases reads it)."""
+        key = (None if self.is_sparse else self.data._version, columns)
+        if self._mean_norm is None or self._mean_norm[0] != key:
+            self._mean_norm = (key, float(self.norms(columns).double().mean()))
+        return self._mean_norm[1]
 
     def norms(self, columns: int | None = None) -> torch.Tensor:
         """Euclidean norm of each row [n] over its first `columns` columns (all: None),

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 from recsys import Interactions, create_model
 from recsys.errors import RecsysError
@@ -115,14 +116,18 @@ def test_history_matrix_counts_repeats_and_unknown_ids(small_data):
 
 # ---- fold-in ----------------------------------------------------------------------------------
 def closed_form(items: np.ndarray, row: np.ndarray, alpha: float, ridge: float,
-                fixed: int = 0) -> np.ndarray:
-    """argmin_x sum_i c_i (p_i - x.v_i - b_i)^2 + ridge |x|^2, c_i = 1 + alpha w_i, p_i = [w_i > 0],
-    with dense numpy: the reference for the least-squares fold-in."""
-    free, bias = items[:, :items.shape[1] - fixed], items[:, items.shape[1] - fixed:].sum(1)
+                fixed: int = 0, known: np.ndarray | None = None) -> np.ndarray:
+    """argmin_x sum_i c_i (p_i - x.v_i)^2 + ridge |x|^2, c_i = 1 + alpha w_i, p_i = [w_i > 0],
+    with dense numpy: the reference for the least-squares fold-in. With `fixed` trailing bias
+    columns, v_i leaves them out and x is scaled to the mean norm of the `known` users' vectors
+    (their free columns), then gets the columns of ones."""
+    free = items[:, :items.shape[1] - fixed]
     c = 1 + alpha * row
     p = (row > 0).astype(float)
     a = free.T @ (c[:, None] * free) + ridge * np.eye(free.shape[1])
-    x = np.linalg.solve(a, free.T @ (c * (p - bias)))
+    x = np.linalg.solve(a, free.T @ (c * p))
+    if fixed:
+        x *= np.linalg.norm(known[:, :free.shape[1]], axis=1).mean() / np.linalg.norm(x)
     return np.concatenate([x, np.ones(fixed)])
 
 
@@ -140,8 +145,34 @@ def test_least_squares_fold_in_matches_the_closed_form(fitted, small_data, name,
     free = items[:, :items.shape[1] - fixed]
     ridge = model.fold_in_reg * np.trace(free.T @ free) / free.shape[1]
     for u in range(5):
-        expected = closed_form(items, history[u].toarray()[0], model.fold_in_alpha, ridge, fixed)
+        expected = closed_form(items, history[u].toarray()[0], model.fold_in_alpha, ridge, fixed,
+                               model.user_factors().double().numpy())
         assert np.allclose(got[u], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, params", [("mf", {"item_bias": True, "epochs": 60}),
+                                          ("bpr", {"iterations": 100})])
+def test_users_folded_in_against_item_biases_rank_about_as_well_as_known_users(name, params):
+    """With an item-bias column the folded-in vector must keep a known user's scale: the fold-in's
+    strong ridge shrinks it about 20x, which left the ranking to the biases (0.48x of the known
+    users' NDCG@20 for mf here, 0.79x on MovieLens-100K)."""
+    from recsys.data import random_split
+    from recsys.data.simulate import simulate
+    from recsys.evaluate.evaluator import evaluate
+
+    class FoldedIn:  # the users' scores when encoded as new users from their training items
+        def __init__(self, model, history):
+            self.vectors, self.items = model.user_vectors(history=history), model.item_factors()
+
+        def score(self, users, items=None):
+            return self.vectors[torch.as_tensor(users)] @ self.items.T
+
+    data = simulate(n_users=600, n_items=300, n_interactions=12000, popularity_bias=1.0, seed=0)
+    train, test = random_split(data.train, test_frac=0.2, seed=0)
+    model = create_model(name, factors=32, progress=False, **params).fit(train)
+    known = evaluate(model, test, train=train, k=20)["ndcg@20"]
+    folded = evaluate(FoldedIn(model, train.matrix), test, train=train, k=20)["ndcg@20"]
+    assert folded > 0.9 * known
 
 
 def test_als_fold_in_is_the_exact_als_user_step(fitted, small_data):
