@@ -23,12 +23,12 @@ class FactorModel(BaseRecommender):
     the user vector that best explains their history with the item factors V held fixed, by the
     implicit-feedback least squares of Hu, Koren & Volinsky (2008): every item is a 0 target
     with confidence 1, each history item a 1 target with confidence 1 + `fold_in_alpha` * weight,
-    and a ridge of `fold_in_reg` * trace(V'V) / factors, i.e. 30x the mean eigenvalue of V'V. The ridge is
-    strong on purpose: models trained with a ranking loss (BPR, MF) are not fitted to 0/1
-    targets, and their new users rank best with a vector close to the confidence-weighted sum
-    of their history's item factors (on MovieLens-100K: 0.94-0.95x the NDCG@20 of the same users
-    as known users for `mf`, 0.95-1.0x for `bpr`; ridges of 0.1x-1x give 0.67-0.78x for `mf`;
-    bench/foldin.py). ALS overrides this with its exact user step.
+    and a ridge of `fold_in_reg` * trace(V'V) / factors, i.e. 30x the mean eigenvalue of V'V.
+    The ridge is strong on purpose: models trained with a ranking loss (BPR, MF) are not fitted
+    to 0/1 targets, and their new users rank best with a vector close to the confidence-weighted
+    sum of their history's item factors (on MovieLens-100K: 0.94-0.95x the NDCG@20 of the same
+    users as known users for `mf`; ridges of 0.1x-1x give 0.67-0.78x; bench/foldin.py). ALS
+    overrides this with its exact user step.
 
     Trailing item-bias columns (`fixed_user_columns`, matched by user columns of ones: implicit's
     BPR, `mf` with `item_bias`) take no part in the solve, and the solved vector is scaled to the
