@@ -18,7 +18,7 @@ import math
 import numbers
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,7 @@ def tune(name: str, train: Interactions, *, fixed: Mapping[str, Any] | None = No
         if folds > 1:
             trial.set_user_attr("fold_values", values)
         if run:
-            run.end("FINISHED", value=value)
+            run.end("FINISHED", value=value, fold_values=values if folds > 1 else ())
         return value
 
     bar = tqdm(total=trials, desc=f"tune {name}", unit="trial", disable=not progress)
@@ -307,7 +307,8 @@ def trials_table(study) -> pd.DataFrame:
 
 
 class _TrialRun:
-    """A nested MLflow run for one trial: its parameters, per-epoch curves and score."""
+    """A nested MLflow run for one trial: its parameters, per-epoch curves (of the first split)
+    and score (with several splits, each split's score too, as `fold_valid_<metric>` by step)."""
 
     def __init__(self, trial, params: Mapping[str, Any], metric: str, optuna) -> None:
         import mlflow
@@ -317,11 +318,19 @@ class _TrialRun:
         self.mlflow, self.metric = mlflow, metric
         self.run = mlflow.start_run(run_name=f"trial {trial.number}", nested=True)
         mlflow.log_params({**params, "trial": trial.number})
-        self.callbacks = [EpochLogger()]
+        # curves named by what the epochs are selected on, as README says (`epoch_valid_<metric>`;
+        # it was `epoch_valid_valid`): the model's valid_metric, SNIPS recall for unbiased losses
+        valid = params.get("valid_metric", "valid")
+        if params.get("loss") in UNBIASED:
+            valid = f"snips_recall@{valid.partition('@')[2]}"
+        self.callbacks = [EpochLogger(valid)]
 
-    def end(self, status: str, *, value: float | None = None, error: str | None = None) -> None:
+    def end(self, status: str, *, value: float | None = None, error: str | None = None,
+            fold_values: Sequence[float] = ()) -> None:
         from pipelines.tracking import metric_key
 
+        for step, fold_value in enumerate(fold_values):
+            self.mlflow.log_metric(metric_key(f"fold_valid_{self.metric}"), fold_value, step=step)
         if value is not None:
             self.mlflow.log_metric(metric_key(f"valid_{self.metric}"), value)
         state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}[status]

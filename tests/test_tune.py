@@ -260,6 +260,32 @@ def test_tune_command_saves_a_model_folder_with_its_study_and_logs_mlflow(
     assert len(frame) == 5 * len(model.user_map_)
 
 
+@pytest.mark.parametrize("name, curve", [("mf", "epoch_valid_ndcg_at_20"),
+                                         ("relmf", "epoch_valid_snips_recall_at_20")])
+def test_trial_runs_name_their_curves_by_metric_and_log_each_folds_score(sqlite_store, train,
+                                                                         name, curve):
+    """A nested trial run's epoch curve is named by the metric it selects on (not
+    `epoch_valid_valid`), and with folds it has each split's score beside their mean."""
+    import mlflow
+
+    with mlflow.start_run() as parent:
+        result = tune(name, train, fixed={**MF_FAST, "warmup": 0}, trials=2, folds=2,
+                      mlflow_runs=True, progress=False)
+    client = MlflowClient(sqlite_store)
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(runs) == 2
+    key = f"fold_valid_{result.metric}".replace("@", "_at_")
+    for run in runs:
+        assert curve in run.data.metrics and "epoch_valid_valid" not in run.data.metrics
+        assert len(client.get_metric_history(run.info.run_id, curve)) == MF_FAST["epochs"]
+        folds = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                         key=lambda m: m.step)]
+        row = result.trials.loc[result.trials["trial"] == int(run.data.params["trial"])].iloc[0]
+        assert folds == pytest.approx(row["fold_values"])
+        assert run.data.metrics[key.replace("fold_", "")] == pytest.approx(np.mean(folds))
+
+
 def test_tune_command_rejects_bad_input(train_file, tmp_path, capsys):
     space = tmp_path / "space.yaml"
     space.write_text("regularisation: [1, 2]\n")
