@@ -268,6 +268,7 @@ def test_trial_runs_name_their_curves_by_metric_and_log_each_folds_score(sqlite_
     `epoch_valid_valid`), and with folds it has each split's score beside their mean."""
     import mlflow
 
+    mlflow.set_experiment("trials")  # in this store, not one an earlier test made active
     with mlflow.start_run() as parent:
         result = tune(name, train, fixed={**MF_FAST, "warmup": 0}, trials=2, folds=2,
                       mlflow_runs=True, progress=False)
