@@ -201,8 +201,16 @@ def test_masked_fields_read_the_default_vector(cfm_model, featured):
         assert not torch.allclose(*tower(torch.tensor([1, 2]), twin))  # unmasked: ids differ
 
 
+def batch_of_pairs(data: Interactions, n: int, users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` training pairs of the first `users` users, in a random order: rows share users, so
+    a row's negatives include some of its user's other training items (accidental hits)."""
+    rows, cols = data.coo
+    pick = np.random.default_rng(0).choice(np.flatnonzero(rows < users), n, replace=False)
+    return torch.as_tensor(rows[pick]), torch.as_tensor(cols[pick])
+
+
 def test_logq_acts_on_the_main_loss_only_and_alpha_scales_the_ssl_part(cfm_model, featured):
-    users, items = (torch.as_tensor(a[:64]) for a in featured.coo)
+    users, items = batch_of_pairs(featured, 64, 100)
 
     def parts(**settings):
         saved = {k: getattr(cfm_model, k) for k in settings}
@@ -221,3 +229,35 @@ def test_logq_acts_on_the_main_loss_only_and_alpha_scales_the_ssl_part(cfm_model
     assert torch.equal(base["ssl"], plain["ssl"]) and not torch.isclose(base["main"], plain["main"])
     assert torch.equal(base["main"], heavy["main"])
     assert torch.isclose(heavy["ssl"], 5 * base["ssl"])
+
+
+def test_the_users_other_training_items_are_not_in_batch_negatives(cfm_model, featured):
+    """Row i's negatives leave out every candidate that is one of user i's training items
+    (other than its own target), as well as copies of its target."""
+    import torch.nn.functional as F
+
+    users, items = batch_of_pairs(featured, 32, 8)
+    positive = featured.matrix[users.numpy()][:, items.numpy()].toarray() > 0
+    assert 32 < positive.sum() < 32 * 31  # the batch holds accidental hits, and negatives
+    tower = cfm_model.module_
+    saved = cfm_model.id_dropout, cfm_model.logq, cfm_model.mask_positives
+    cfm_model.id_dropout, cfm_model.logq = 0.0, False
+    try:
+        with torch.no_grad():
+            history = cfm_model.histories_[users]
+            history = history.masked_fill(history == items[:, None] + 1, 0)
+            q = tower.query(cfm_model.user_rows_[users], cfm_model._user_batch(users), history)
+            v = tower.item(cfm_model.item_rows_[items], cfm_model._item_batch(items))
+            logits = q @ v.T / cfm_model.temperature
+            blocked = torch.as_tensor(positive) | (items[:, None] == items[None, :])
+            blocked.fill_diagonal_(False)
+            target = torch.arange(len(items))
+            expected = F.cross_entropy(logits.masked_fill(blocked, float("-inf")), target)
+            copies_only = (items[:, None] == items[None, :]).fill_diagonal_(False)
+            unmasked = F.cross_entropy(logits.masked_fill(copies_only, float("-inf")), target)
+            for mask, want in ((True, expected), (False, unmasked)):
+                cfm_model.mask_positives = mask
+                assert torch.isclose(cfm_model.loss(users, items)["main"], want, rtol=1e-5)
+    finally:
+        cfm_model.id_dropout, cfm_model.logq, cfm_model.mask_positives = saved
+    assert not torch.isclose(expected, unmasked)
