@@ -29,9 +29,6 @@ class StdoutHandler(logging.StreamHandler):
     was made: an app started after stdout was replaced (a test runner's capture, a process
     manager) logs to the live stream instead of a closed one."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stdout

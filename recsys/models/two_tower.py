@@ -168,9 +168,9 @@ class TwoTower(TorchRecommender):
         self.batch_ = self.batch_size or auto_batch_size(train.nnz)
         frequency = torch.as_tensor(popularity / popularity.sum(), dtype=torch.float32, device=device)
         self.expected_ = frequency * self.batch_ + self.negatives / train.n_items
-        rows, cols = train.coo
-        self.pairs_ = torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)
+        # the training pairs, and whether a (user, item) pair is one (`mask_positives`)
         self.positives_ = PairSampler(train, self.batch_, device=device, negatives=False)
+        self.pairs_ = self.positives_.users, self.positives_.items
         self.generator_ = torch.Generator(device=device).manual_seed(self.seed)
         if self.ssl == "cfm":
             codes = field_codes(item_table, self.item_columns_, train.n_items)
